@@ -1,0 +1,1 @@
+"""minivdm: video diffusion models from scratch."""

@@ -1,0 +1,152 @@
+"""One small training loop shared by every chapter: seeded, with a progress bar, EMA weights and
+resumable, atomically written checkpoints.
+
+A run is described by a ``TrainConfig`` and two functions the chapter supplies:
+
+    batch = next_batch(step, generator)          # the data for this step
+    loss  = loss_fn(model, batch, generator)     # a scalar tensor
+
+Every ``checkpoint_every`` steps the model, its EMA copy, the optimizer and both random generators
+are written to ``<checkpoint_dir>/last.pt`` via a temporary file and ``os.replace``, so an
+interrupted run never leaves a broken checkpoint, and ``train`` called again with the same
+directory continues from the last step it saved, reproducing the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from minivdm.validation import check_in_range, check_positive_int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    learning_rate: float = 5e-4
+    warmup_steps: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 50
+
+    def __post_init__(self):
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        check_positive_int(self.log_every, "log_every")
+        check_in_range(self.ema_decay, "ema_decay", 0.0, 1.0)
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    ema_model: torch.nn.Module
+    losses: list[float]  # the mean loss of each logging window
+    seconds: float
+    resumed_from: int  # 0 for a fresh run
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a model's weights as safetensors, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    save_file(state, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+    return path
+
+
+@torch.no_grad()
+def _update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for ema_param, param in zip(ema_model.parameters(), model.parameters()):
+        ema_param.lerp_(param, 1 - decay)
+
+
+def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], Any],
+          loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], torch.Tensor], config: TrainConfig,
+          checkpoint_dir: str | Path | None = None, *, progress: bool = True) -> TrainResult:
+    """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir/last.pt`` if present."""
+    torch.manual_seed(config.seed)  # dropout and any module that draws from the global generator
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps)))
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    losses: list[float] = []
+    start_step = 0
+
+    checkpoint_path = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_path = checkpoint_dir / "last.pt"
+        if checkpoint_path.exists():
+            state = torch.load(checkpoint_path, weights_only=True)
+            if state["config"] != asdict(config):
+                raise ValueError(f"{checkpoint_path} was written by a different TrainConfig: {state['config']}; "
+                                 "use a new checkpoint_dir or the same config")
+            model.load_state_dict(state["model"])
+            ema_model.load_state_dict(state["ema_model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            losses, start_step = list(state["losses"]), int(state["step"])
+
+    def write_checkpoint(step: int) -> None:
+        if checkpoint_path is None:
+            return
+        _atomic_torch_save({
+            "config": asdict(config), "step": step, "losses": losses, "model": model.state_dict(),
+            "ema_model": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        }, checkpoint_path)
+
+    model.train()
+    started = time.perf_counter()
+    window: list[float] = []
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc="train", disable=not progress)
+    for step in bar:
+        batch = next_batch(step, generator)
+        loss = loss_fn(model, batch, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower learning_rate or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        _update_ema(ema_model, model, config.ema_decay)
+        window.append(loss.item())
+        if len(window) == config.log_every:
+            losses.append(sum(window) / len(window))
+            window = []
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            write_checkpoint(step + 1)
+    model.eval()
+    ema_model.eval()
+    return TrainResult(model, ema_model, losses, time.perf_counter() - started, start_step)
+
+
+def describe(config: TrainConfig) -> str:
+    """The config as one JSON line, for a checkpoint's metadata."""
+    return json.dumps(asdict(config), sort_keys=True)

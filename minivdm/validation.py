@@ -1,0 +1,70 @@
+"""Input checks shared by every public function.
+
+Each check raises a ``TypeError`` (wrong kind of object / dtype) or ``ValueError`` (wrong shape or
+range) whose message names the layout that was expected and what was received, so that a learner
+sees ``video must be (B, C, T, H, W), got (3, 8, 32, 32)`` instead of a stack trace from inside
+einsum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+VIDEO_LAYOUT = "(B, C, T, H, W)"
+IMAGE_LAYOUT = "(B, C, H, W)"
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def check_tensor(x, name: str, *, ndim: int | tuple[int, ...] | None = None, layout: str | None = None,
+                 floating: bool = False) -> torch.Tensor:
+    """Check that ``x`` is a tensor (optionally with ``ndim`` dims and a floating dtype)."""
+    expected = f"a torch.Tensor{' ' + layout if layout else ''}"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be {expected}, got {_describe(x)}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            shape_text = layout or f"a {' or '.join(map(str, allowed))}-d tensor"
+            raise ValueError(f"{name} must be {shape_text}, got shape {tuple(x.shape)}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}")
+    return x
+
+
+def check_video(x, name: str = "video") -> torch.Tensor:
+    """A float video batch laid out (B, C, T, H, W)."""
+    return check_tensor(x, name, ndim=5, layout=VIDEO_LAYOUT, floating=True)
+
+
+def check_image(x, name: str = "image") -> torch.Tensor:
+    """A float image batch laid out (B, C, H, W)."""
+    return check_tensor(x, name, ndim=4, layout=IMAGE_LAYOUT, floating=True)
+
+
+def check_image_or_video(x, name: str = "x") -> torch.Tensor:
+    """Diffusion maths is elementwise: images (B, C, H, W) and videos (B, C, T, H, W) both work."""
+    return check_tensor(x, name, ndim=(4, 5), layout=f"{IMAGE_LAYOUT} or {VIDEO_LAYOUT}", floating=True)
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_in_range(value: float, name: str, low: float, high: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number in [{low}, {high}], got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
