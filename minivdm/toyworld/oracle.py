@@ -1,0 +1,356 @@
+"""The oracle: reads any video and says which toy-world objects it sees, and how well it matches a prompt.
+
+It plays the part that FVD and CLIP scores play in papers, but exactly and on a CPU, because the toy
+world is simple enough to be read back pixel by pixel:
+
+1. **Colour.** Every pixel is labelled with the nearest of the six palette colours or the background,
+   or "unknown" when it is far from all of them (L2 distance in RGB, [0, 1] units). Isolated pixels
+   (no 4-neighbour with the same label) are dropped, so noise does not make speckle objects.
+2. **Objects.** Each palette colour that covers at least 1% of a frame is one seen object (the toy
+   world never draws two objects in the same colour).
+3. **Shape.** In the frame where the object is largest (least occluded): a triangle (apex up) has
+   about a third as much area above its middle row as below it; otherwise the fill ratio of the
+   mask in its bounding box tells a square (~1) from a circle (pi/4 ~ 0.79).
+4. **Motion.** A least-squares line through the centroid trajectory; below 0.5 px/frame (at size 32)
+   it is "still", otherwise the dominant axis gives left/right/up/down (y grows downwards). A single
+   frame (T = 1) has no motion: it reads as "unknown" and scores skip it.
+5. **Temporal consistency.** An object is consistent when it is seen in every frame, its area varies
+   by less than 40% (the pixel grid alone moves a small triangle's area by up to ~35%), its
+   per-frame colour stays within 0.1 of its mean, and its centroid stays within 2 px of a straight
+   line at constant speed (shuffled frames break the last rule).
+
+Scores compare what is seen with what was prompted; colours, errors and flicker are in RGB [0, 1].
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from minivdm.toyworld.world import BACKGROUND, MOTIONS, PALETTE, SHAPES, ToyBatch, ToyObject
+from minivdm.validation import VIDEO_LAYOUT, check_video
+
+COLOURS = tuple(PALETTE)
+# Labels 0..5 are the palette colours in PALETTE order, 6 is the background, -1 unknown.
+BACKGROUND_LABEL = len(COLOURS)
+UNKNOWN_LABEL = -1
+# Half the smallest distance between two palette colours (0.65): beyond it a pixel is not trusted.
+MAX_COLOUR_DISTANCE = 0.33
+MIN_AREA_FRACTION = 0.01          # of the frame, for a colour to count as an object in that frame
+TRIANGLE_MAX_TOP_BOTTOM = 0.6     # area above / below the middle row: triangle ~1/3, others ~1
+SQUARE_MIN_FILL = 0.92            # fill ratio of the bounding box: square ~1, circle ~0.79
+STILL_SPEED = 0.5                 # px/frame at size 32; scaled with the frame width
+MAX_AREA_CHANGE = 0.4             # consistency: (max - min) / max area over frames
+MAX_COLOUR_DRIFT = 0.1            # consistency: per-frame mean colour vs the object's mean colour
+MAX_PATH_RESIDUAL = 2.0           # consistency: px (at size 32) from a constant-velocity line
+READ_CHUNK = 64                   # videos read at a time
+
+
+@dataclass
+class SeenObject:
+    colour: str                          # palette name
+    shape: str                           # one of SHAPES
+    motion: str                          # one of MOTIONS, or "unknown" for a single frame
+    trajectory: Tensor                   # (T, 2) (y, x) centroid; nan in frames where it is not seen
+    mean_rgb: tuple[float, float, float]  # measured mean colour of its pixels, [0, 1]
+    colour_error: float                  # L2 distance of mean_rgb to PALETTE[colour]
+    area: Tensor                         # (T,) pixel count per frame
+    fill_ratio: float                    # area / bounding-box area in its largest frame
+    consistent: bool                     # identity, size, colour and path stable over the frames
+
+    def as_tuple(self) -> tuple[str, str, str]:
+        return (self.colour, self.shape, self.motion)
+
+
+def _as_video_batch(video) -> Tensor:
+    if isinstance(video, Tensor) and video.ndim == 4 and video.shape[0] == 3:
+        video = video[None]   # one video (C, T, H, W)
+    video = check_video(video)
+    if video.shape[1] != 3:
+        raise ValueError(f"video must be RGB {VIDEO_LAYOUT} with C = 3 (or one video (3, T, H, W)), "
+                         f"got shape {tuple(video.shape)}")
+    return video
+
+
+def label_pixels(rgb: Tensor) -> Tensor:
+    """(B, 3, T, H, W) colours in [0, 1] -> (B, T, H, W) long labels: palette index, 6 = background, -1."""
+    references = torch.tensor(list(PALETTE.values()) + [BACKGROUND], dtype=rgb.dtype)   # (7, 3)
+    pixels = rearrange(rgb, "b c t h w -> b t h w c")
+    # |p - r|^2 = |p|^2 - 2 p.r + |r|^2: one matrix product instead of a (..., 7, 3) difference tensor.
+    squared = (pixels**2).sum(-1, keepdim=True) - 2 * pixels @ references.T + (references**2).sum(-1)
+    nearest, labels = squared.min(dim=-1)                                                # (B, T, H, W)
+    labels[nearest > MAX_COLOUR_DISTANCE**2] = UNKNOWN_LABEL
+    # Drop isolated pixels: keep a label only if a 4-neighbour carries the same one.
+    padded = torch.nn.functional.pad(labels, (1, 1, 1, 1), value=-2)
+    centre = padded[..., 1:-1, 1:-1]
+    has_twin = ((padded[..., :-2, 1:-1] == centre) | (padded[..., 2:, 1:-1] == centre)
+                | (padded[..., 1:-1, :-2] == centre) | (padded[..., 1:-1, 2:] == centre))
+    return torch.where(has_twin, labels, torch.full_like(labels, UNKNOWN_LABEL))
+
+
+def _line_fit(trajectory: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
+    """Least-squares constant-velocity fit of (..., T, 2) positions over present frames.
+
+    Returns velocity (..., 2) in px/frame and the largest distance (...,) of a present point to the line.
+    """
+    t = torch.arange(trajectory.shape[-2], dtype=trajectory.dtype)
+    w = present.to(trajectory.dtype)[..., None]                        # (..., T, 1)
+    count = w.sum(-2).clamp(min=1)
+    pos = torch.nan_to_num(trajectory)
+    t_mean = (w[..., 0] * t).sum(-1, keepdim=True) / count             # (..., 1)
+    p_mean = (w * pos).sum(-2) / count                                  # (..., 2)
+    dt = (t - t_mean)[..., None] * w                                    # (..., T, 1)
+    velocity = (dt * (pos - p_mean[..., None, :])).sum(-2) / (dt**2).sum(-2).clamp(min=1e-9)
+    fitted = p_mean[..., None, :] + (t - t_mean)[..., None] * velocity[..., None, :]
+    residual = ((pos - fitted).norm(dim=-1) * w[..., 0]).amax(-1)
+    return velocity, residual
+
+
+def _motion_name(velocity: Tensor, still_speed: float) -> str:
+    vy, vx = velocity.tolist()
+    if (vy**2 + vx**2) ** 0.5 < still_speed:
+        return "still"
+    if abs(vx) >= abs(vy):
+        return "right" if vx > 0 else "left"
+    return "down" if vy > 0 else "up"
+
+
+def _shape_name(fill: float, top_bottom: float) -> str:
+    if top_bottom < TRIANGLE_MAX_TOP_BOTTOM:
+        return "triangle"
+    return "square" if fill >= SQUARE_MIN_FILL else "circle"
+
+
+@torch.no_grad()
+def read_video(video: Tensor) -> list[list[SeenObject]]:
+    """Objects seen in each video of a (B, 3, T, H, W) batch (or one (3, T, H, W) video) in [-1, 1].
+
+    Returns one list per video, objects in palette order. Images are read as one-frame videos: pass an
+    image batch as (B, 3, 1, H, W), since a 4-d tensor is taken for a single video.
+    """
+    video = _as_video_batch(video)
+    # Chunks keep the (B, 6 colours, T, H, W) masks small for big batches.
+    results = []
+    for chunk in video.detach().cpu().split(READ_CHUNK):
+        results.extend(_read_chunk((chunk.float() + 1) / 2))
+    return results
+
+
+def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
+    batch, _, frames, height, width = rgb.shape
+    labels = label_pixels(rgb)                                                   # (B, T, H, W)
+    masks = labels[:, None] == torch.arange(len(COLOURS))[None, :, None, None, None]   # (B, K, T, H, W)
+
+    area = masks.sum((-1, -2))                                                   # (B, K, T)
+    present = area >= max(3, MIN_AREA_FRACTION * height * width)
+    seen = present.any(-1)                                                       # (B, K)
+    weights = masks.float()
+    safe_area = area.clamp(min=1).float()
+    ys = torch.arange(height, dtype=torch.float32)[:, None]
+    xs = torch.arange(width, dtype=torch.float32)[None, :]
+    trajectory = torch.stack([(weights * ys).sum((-1, -2)) / safe_area,
+                              (weights * xs).sum((-1, -2)) / safe_area], dim=-1)  # (B, K, T, 2)
+    trajectory[~present] = float("nan")
+
+    # Shape from the bounding box in the frame where the object is largest.
+    best = area.argmax(-1)                                                       # (B, K)
+    best_mask = torch.gather(masks, 2, best[:, :, None, None, None].expand(-1, -1, 1, height, width))[:, :, 0]
+    rows, cols = best_mask.any(-1), best_mask.any(-2)                            # (B, K, H), (B, K, W)
+    row_idx, col_idx = torch.arange(height), torch.arange(width)
+    y_min = torch.where(rows, row_idx, height).amin(-1)
+    y_max = torch.where(rows, row_idx, -1).amax(-1)
+    x_min = torch.where(cols, col_idx, width).amin(-1)
+    x_max = torch.where(cols, col_idx, -1).amax(-1)
+    box_area = ((y_max - y_min + 1) * (x_max - x_min + 1)).clamp(min=1)
+    fill = torch.gather(area, 2, best[..., None])[..., 0].float() / box_area.float()
+    # A triangle (apex up) has 1/4 of its area above its middle row and 3/4 below; circles and squares
+    # are balanced. This survives blur, which rounds corners and so blurs the fill ratios together.
+    row_area = best_mask.sum(-1).float()                                         # (B, K, H)
+    middle = ((y_min + y_max).float() / 2)[..., None]
+    top = (row_area * (row_idx < middle)).sum(-1)
+    bottom = (row_area * (row_idx > middle)).sum(-1)
+    top_bottom = top / bottom.clamp(min=1)
+
+    # Colour: mean over all the object's pixels, and per frame for the drift test.
+    pixel_sum = torch.einsum("bcthw,bkthw->bktc", rgb, weights)                  # (B, K, T, 3)
+    mean_rgb = pixel_sum.sum(2) / area.sum(-1, keepdim=True).clamp(min=1).float()   # (B, K, 3)
+    frame_rgb = pixel_sum / safe_area[..., None]
+    drift = ((frame_rgb - mean_rgb[:, :, None]).norm(dim=-1) * present).amax(-1)  # (B, K)
+    palette = torch.tensor(list(PALETTE.values()), dtype=torch.float32)
+    colour_error = (mean_rgb - palette).norm(dim=-1)                              # (B, K)
+
+    scale = width / 32
+    velocity, residual = _line_fit(trajectory, present)
+    area_change = (area.amax(-1) - area.amin(-1)).float() / area.amax(-1).clamp(min=1).float()
+    consistent = (present.all(-1) & (area_change <= MAX_AREA_CHANGE) & (drift <= MAX_COLOUR_DRIFT)
+                  & (residual <= MAX_PATH_RESIDUAL * scale))
+
+    results = []
+    for b in range(batch):
+        objects = []
+        for k in torch.nonzero(seen[b]).flatten().tolist():
+            objects.append(SeenObject(
+                colour=COLOURS[k],
+                shape=_shape_name(float(fill[b, k]), float(top_bottom[b, k])),
+                motion=_motion_name(velocity[b, k], STILL_SPEED * scale) if frames > 1 else "unknown",
+                trajectory=trajectory[b, k].float(),
+                mean_rgb=tuple(float(v) for v in mean_rgb[b, k]),
+                colour_error=float(colour_error[b, k]),
+                area=area[b, k],
+                fill_ratio=float(fill[b, k]),
+                consistent=bool(consistent[b, k]),
+            ))
+        results.append(objects)
+    return results
+
+
+_OBJECT_PHRASE = re.compile(r"^an? (\w+) (\w+)(?: (?:moving (\w+)|standing (still)))?$")
+
+
+def parse_caption(caption: str) -> list[tuple[str, str, str | None]]:
+    """'a red circle moving left and a blue square standing still' -> [(colour, shape, motion), ...].
+
+    Motion is None when the caption does not mention it (captions of single images).
+    """
+    if not isinstance(caption, str):
+        raise TypeError(f"caption must be a str like 'a red circle moving left', got {type(caption).__name__}")
+    objects = []
+    for phrase in caption.strip().lower().split(" and "):
+        match = _OBJECT_PHRASE.match(phrase.strip())
+        if match is None:
+            raise ValueError(f"cannot parse {phrase!r}: expected 'a <colour> <shape> [moving <direction> | "
+                             f"standing still]' joined by ' and '")
+        colour, shape, direction, still = match.groups()
+        motion = still or direction
+        if colour not in PALETTE or shape not in SHAPES or (motion is not None and motion not in MOTIONS):
+            raise ValueError(f"unknown words in {phrase!r}: colours {COLOURS}, shapes {SHAPES}, motions {MOTIONS}")
+        objects.append((colour, shape, motion))
+    return objects
+
+
+def _prompted_objects(objects_or_captions, batch: int) -> list[list[tuple[str, str, str | None]]]:
+    if isinstance(objects_or_captions, ToyBatch):
+        objects_or_captions = objects_or_captions.objects
+    if isinstance(objects_or_captions, str) or not isinstance(objects_or_captions, (list, tuple)):
+        raise TypeError("objects_or_captions must be a ToyBatch, a list of captions or a list of lists of "
+                        f"ToyObject (one per video), got {type(objects_or_captions).__name__}")
+    if len(objects_or_captions) != batch:
+        raise ValueError(f"got {len(objects_or_captions)} prompts for {batch} videos: need one per video (B)")
+    prompted = []
+    for item in objects_or_captions:
+        if isinstance(item, str):
+            prompted.append(parse_caption(item))
+        elif isinstance(item, (list, tuple)) and all(isinstance(o, ToyObject) for o in item):
+            prompted.append([(o.colour, o.shape, o.motion) for o in item])
+        else:
+            raise TypeError(f"each prompt must be a caption str or a list of ToyObject, got {type(item).__name__}")
+    return prompted
+
+
+def _match(prompted: list[tuple], seen: list[SeenObject]) -> list[SeenObject | None]:
+    """Pair each prompted object with a distinct seen one (or None), agreeing on as much as possible.
+
+    Colour counts most, then shape, then motion, so a recoloured object still pairs with its prompt.
+    """
+    candidates = list(seen) + [None] * len(prompted)
+    best, best_score = None, -1
+    for chosen in itertools.permutations(range(len(candidates)), len(prompted)):
+        score = 0
+        for (colour, shape, motion), index in zip(prompted, chosen):
+            obj = candidates[index]
+            if obj is not None:
+                score += 4 * (obj.colour == colour) + 2 * (obj.shape == shape) + (obj.motion == motion)
+        if score > best_score:
+            best, best_score = chosen, score
+    return [candidates[i] for i in best]
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+@torch.no_grad()
+def score_videos(video: Tensor, objects_or_captions) -> dict[str, float]:
+    """Scores of a (B, 3, T, H, W) batch against its prompts (captions, ToyObject lists or a ToyBatch).
+
+    Accuracies are fractions in [0, 1] (colour/shape/motion per prompted object, caption per video);
+    errors and flicker are in RGB [0, 1] units. For single frames (T = 1) motion is not judged:
+    "motion_accuracy", "temporal_consistency" and "background_flicker" are nan, and captions are
+    compared on (colour, shape) only.
+    """
+    video = _as_video_batch(video)
+    frames = video.shape[2]
+    prompted = _prompted_objects(objects_or_captions, video.shape[0])
+    seen = read_video(video)
+    judge_motion = frames > 1
+
+    caption_hits, colour_hits, shape_hits, motion_hits = [], [], [], []
+    for prompt, objects in zip(prompted, seen):
+        if judge_motion:
+            caption_hits.append(sorted(prompt) == sorted(o.as_tuple() for o in objects))
+        else:
+            caption_hits.append(sorted(p[:2] for p in prompt) == sorted(o.as_tuple()[:2] for o in objects))
+        for (colour, shape, motion), obj in zip(prompt, _match(prompt, objects)):
+            colour_hits.append(obj is not None and obj.colour == colour)
+            shape_hits.append(obj is not None and obj.shape == shape)
+            if judge_motion:
+                motion_hits.append(obj is not None and obj.motion == motion)
+
+    all_seen = [o for objects in seen for o in objects]
+    rgb = (video.detach().cpu().float() + 1) / 2
+    labels = torch.cat([label_pixels(chunk) for chunk in rgb.split(READ_CHUNK)])
+    background = labels == BACKGROUND_LABEL                                    # (B, T, H, W)
+    pixel_count = background.sum((1, 2, 3)).clamp(min=1)
+    mean_background = torch.einsum("bcthw,bthw->bc", rgb, background.float()) / pixel_count[:, None]
+    background_error = (mean_background - torch.tensor(BACKGROUND, dtype=torch.float32)).norm(dim=-1)
+    background_error = background_error[background.any((1, 2, 3))]
+    flicker = float("nan")
+    if judge_motion:
+        both = background[:, 1:] & background[:, :-1]                         # background in both frames
+        change = (rgb[:, :, 1:] - rgb[:, :, :-1]).abs().mean(1)                # (B, T-1, H, W)
+        flicker = float(change[both].mean()) if both.any() else float("nan")
+
+    return {
+        "caption_accuracy": _mean(caption_hits),
+        "colour_accuracy": _mean(colour_hits),
+        "shape_accuracy": _mean(shape_hits),
+        "motion_accuracy": _mean(motion_hits) if judge_motion else float("nan"),
+        "temporal_consistency": _mean([o.consistent for o in all_seen]) if judge_motion else float("nan"),
+        "background_flicker": flicker,
+        "colour_error": _mean([o.colour_error for o in all_seen]),
+        "background_error": float(background_error.mean()) if len(background_error) else float("nan"),
+    }
+
+
+@torch.no_grad()
+def colour_fidelity(video: Tensor) -> dict[str, float]:
+    """How faithful a batch's colours are to the toy world, with no prompt needed (chapter 1's
+    colour-shift measurement). All distances are L2 in RGB [0, 1] units.
+
+    * "palette_distance": mean over every pixel of its distance to the nearest true colour (palette
+      or background): any drift of colours raises it, whatever the content.
+    * "object_colour_error": mean distance of each seen object's mean colour to its palette colour.
+    * "background_error": mean distance of the background pixels' mean colour to BACKGROUND.
+    * "readable_fraction": fraction of videos in which the oracle sees at least one object.
+    """
+    video = _as_video_batch(video)
+    rgb = (video.detach().cpu().float().clamp(-1, 1) + 1) / 2
+    references = torch.tensor(list(PALETTE.values()) + [BACKGROUND], dtype=rgb.dtype)
+    pixels = rearrange(rgb, "b c t h w -> (b t h w) c")
+    palette_distance = torch.cdist(pixels, references).min(dim=-1).values.mean()
+    seen = read_video(video)
+    background = label_pixels(rgb) == BACKGROUND_LABEL
+    counts = background.sum((1, 2, 3))
+    mean_background = torch.einsum("bcthw,bthw->bc", rgb, background.float()) / counts.clamp(min=1)[:, None]
+    background_error = (mean_background - torch.tensor(BACKGROUND))[counts > 0].norm(dim=-1)
+    return {
+        "palette_distance": float(palette_distance),
+        "object_colour_error": _mean([o.colour_error for objects in seen for o in objects]),
+        "background_error": float(background_error.mean()) if len(background_error) else float("nan"),
+        "readable_fraction": _mean([len(objects) > 0 for objects in seen]),
+    }
