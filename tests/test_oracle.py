@@ -186,3 +186,12 @@ def test_colour_fidelity_is_zero_on_the_toy_world_and_grows_with_a_colour_shift(
     assert 0.08 < shifted["palette_distance"] < 0.15
     assert shifted["background_error"] == pytest.approx((0.1**2 + 0.1**2) ** 0.5, abs=1e-3)
     assert shifted["object_colour_error"] > 0.05
+
+
+def test_colour_fidelity_does_not_read_noise_as_a_scene():
+    from minivdm.toyworld.oracle import colour_fidelity
+
+    noise = torch.rand(16, 3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    report = colour_fidelity(noise)
+    assert report["readable_fraction"] == 0.0
+    assert report["palette_distance"] > 0.2

@@ -215,3 +215,23 @@ def test_control_specs_that_are_not_understood_say_what_is():
         control_for("t", (1.0, 0.0, 0.1))
     with pytest.raises(TypeError, match="render must be a function"):
         slider_view("not a function", t=(0, 1, 1))
+
+
+def test_plot_images_lays_out_rows_of_images_with_labels():
+    import numpy as np
+    import torch
+
+    from minivdm.viz import plot_images
+
+    images = torch.linspace(-1, 1, 10).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous()
+    figure = plot_images(images, columns=4, title="ten images", row_labels=["a", "b", "c"])
+    axis = figure.axes[0]
+    assert axis.get_title() == "ten images"
+    assert [label.get_text() for label in axis.get_yticklabels()] == ["a", "b", "c"]
+    grid = axis.images[0].get_array()
+    assert grid.shape[:2] == (1 + 3 * (2 * 4 + 1), 1 + 4 * (2 * 4 + 1))
+    assert np.all(grid[1, 1] == 0)  # the first image is black (-1)
+    import pytest
+
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        plot_images(images[0], title="x")

@@ -328,7 +328,7 @@ def score_videos(video: Tensor, objects_or_captions) -> dict[str, float]:
 
 
 @torch.no_grad()
-def colour_fidelity(video: Tensor) -> dict[str, float]:
+def colour_fidelity(video: Tensor, max_objects: int = 2) -> dict[str, float]:
     """How faithful a batch's colours are to the toy world, with no prompt needed (chapter 1's
     colour-shift measurement). All distances are L2 in RGB [0, 1] units.
 
@@ -336,7 +336,8 @@ def colour_fidelity(video: Tensor) -> dict[str, float]:
       or background): any drift of colours raises it, whatever the content.
     * "object_colour_error": mean distance of each seen object's mean colour to its palette colour.
     * "background_error": mean distance of the background pixels' mean colour to BACKGROUND.
-    * "readable_fraction": fraction of videos in which the oracle sees at least one object.
+    * "readable_fraction": fraction of videos that read as clean toy-world scenes: one object up to
+      ``max_objects``, and at most 10% of pixels far from every true colour.
     """
     video = _as_video_batch(video)
     rgb = (video.detach().cpu().float().clamp(-1, 1) + 1) / 2
@@ -344,7 +345,10 @@ def colour_fidelity(video: Tensor) -> dict[str, float]:
     pixels = rearrange(rgb, "b c t h w -> (b t h w) c")
     palette_distance = torch.cdist(pixels, references).min(dim=-1).values.mean()
     seen = read_video(video)
-    background = label_pixels(rgb) == BACKGROUND_LABEL
+    labels = label_pixels(rgb)
+    unknown_fraction = (labels == UNKNOWN_LABEL).float().mean((1, 2, 3))
+    readable = [1 <= len(objects) <= max_objects and unknown <= 0.1 for objects, unknown in zip(seen, unknown_fraction)]
+    background = labels == BACKGROUND_LABEL
     counts = background.sum((1, 2, 3))
     mean_background = torch.einsum("bcthw,bthw->bc", rgb, background.float()) / counts.clamp(min=1)[:, None]
     background_error = (mean_background - torch.tensor(BACKGROUND))[counts > 0].norm(dim=-1)
@@ -352,5 +356,5 @@ def colour_fidelity(video: Tensor) -> dict[str, float]:
         "palette_distance": float(palette_distance),
         "object_colour_error": _mean([o.colour_error for objects in seen for o in objects]),
         "background_error": float(background_error.mean()) if len(background_error) else float("nan"),
-        "readable_fraction": _mean([len(objects) > 0 for objects in seen]),
+        "readable_fraction": _mean(readable),
     }

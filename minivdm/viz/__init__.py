@@ -5,7 +5,7 @@ Everything here takes minivdm's layout, one video (C, T, H, W) or a batch (B, C,
 """
 
 from minivdm.viz.animation import animate
-from minivdm.viz.frames import batch_to_frames, frame_grid, plot_frames
+from minivdm.viz.frames import batch_to_frames, frame_grid, plot_frames, plot_images
 from minivdm.viz.inline import show_video, video_html
 from minivdm.viz.widgets import control_for, slider_view
 
@@ -15,6 +15,7 @@ __all__ = [
     "control_for",
     "frame_grid",
     "plot_frames",
+    "plot_images",
     "show_video",
     "slider_view",
     "video_html",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 
 import numpy as np
+import torch
 from einops import rearrange, repeat
 from matplotlib.figure import Figure
 
@@ -91,4 +92,26 @@ def plot_frames(video, *, title: str | None = None, row_labels: list[str] | None
                 ax.set_title(f"t={t}", fontsize=9)
         axes[b, 0].set_ylabel(textwrap.fill(row_labels[b], 18), rotation=0, ha="right", va="center", fontsize=9)
     figure.suptitle(title)
+    return figure
+
+
+def plot_images(images, *, columns: int = 8, title: str, row_labels: list[str] | None = None) -> Figure:
+    """A titled figure of images (N, C, H, W) in [-1, 1], ``columns`` per row (e.g. samples of a model)."""
+    from minivdm.validation import check_image
+
+    check_image(images, "images")
+    check_positive_int(columns, "columns")
+    rows = -(-images.shape[0] // columns)
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels must have one label per row ({rows}), got {len(row_labels)}")
+    images = images.detach().cpu().float()
+    blanks = torch.ones(rows * columns - images.shape[0], *images.shape[1:])  # white tiles end the last row
+    grid = frame_grid(rearrange(torch.cat([images, blanks]), "(r n) c h w -> r c n h w", n=columns), scale=2)
+    figure = Figure(figsize=(1.0 * columns + (1.6 if row_labels else 0.2), 1.0 * rows + 0.5), layout="constrained")
+    axis = figure.subplots()
+    axis.imshow(grid, interpolation="nearest")
+    axis.set_xticks([])
+    tile = (grid.shape[0] - 1) / rows
+    axis.set_yticks([tile * (r + 0.5) for r in range(rows)], row_labels or [""] * rows)
+    axis.set_title(title)
     return figure

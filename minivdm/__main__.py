@@ -1,0 +1,62 @@
+"""Command line: `python -m minivdm <command>` (also installed as `minivdm`).
+
+    demo             the main job on the shipped tiny models: writes .mp4 and .gif files
+    train-denoiser   reproduce a shipped chapter-1 denoiser
+    make-exercises   regenerate exercises/ from solutions/
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minivdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the shipped tiny models and write videos")
+    demo.add_argument("--out", default="outputs/demo", help="folder for the videos")
+    demo.add_argument("--seed", type=int, default=0)
+
+    trainer = commands.add_parser("train-denoiser", help="train a chapter-1 toy-world denoiser")
+    trainer.add_argument("--prediction", choices=["eps", "x0", "v"], required=True)
+    trainer.add_argument("--out", required=True, help="safetensors file to write")
+    trainer.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    trainer.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+
+    exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
+    exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from minivdm.demo import run_demo
+
+        for path in run_demo(args.out, seed=args.seed):
+            print(path)
+        return 0
+    if args.command == "train-denoiser":
+        import dataclasses
+
+        import torch
+
+        from minivdm.tiny_models import CHAPTER1_TRAIN, train_image_denoiser
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        config = CHAPTER1_TRAIN if args.steps is None else dataclasses.replace(CHAPTER1_TRAIN, steps=args.steps)
+        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        print(train_image_denoiser(args.prediction, args.out, config=config, checkpoint_dir=args.checkpoint_dir, command=command))
+        return 0
+    if args.command == "make-exercises":
+        from minivdm.course.exercises import sync_exercises
+
+        stale = sync_exercises(check_only=args.check)
+        for path in stale:
+            print(("out of sync: " if args.check else "wrote ") + str(path))
+        return 1 if (args.check and stale) else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
