@@ -2,6 +2,8 @@
 
     demo             the main job on the shipped tiny models: writes .mp4 and .gif files
     train-denoiser   reproduce a shipped chapter-1 denoiser
+    train-text-to-image  reproduce the shipped toy text-to-image model
+    generate         full scale: text-to-image with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
 """
 
@@ -26,6 +28,25 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     trainer.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
 
+    text_to_image = commands.add_parser("train-text-to-image", help="train the toy world's text-to-image model")
+    text_to_image.add_argument("--out", required=True, help="folder to write (unet/, text_encoder/, tokenizer/)")
+    text_to_image.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    text_to_image.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+
+    generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
+    generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--out", required=True, help="image file to write (.png)")
+    generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
+    generate.add_argument("--steps", type=int, default=50)
+    generate.add_argument("--guidance", type=float, default=7.5)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
+    generate.add_argument("--height", type=int, default=None)
+    generate.add_argument("--width", type=int, default=None)
+    generate.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
+
     exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
 
@@ -43,10 +64,25 @@ def main(argv: list[str] | None = None) -> int:
 
         from minivdm.tiny_models import CHAPTER1_TRAIN, train_image_denoiser
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         config = CHAPTER1_TRAIN if args.steps is None else dataclasses.replace(CHAPTER1_TRAIN, steps=args.steps)
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         print(train_image_denoiser(args.prediction, args.out, config=config, checkpoint_dir=args.checkpoint_dir, command=command))
+        return 0
+    if args.command == "train-text-to-image":
+        import dataclasses
+
+        from minivdm.tiny_models import TEXT_TO_IMAGE_TRAIN, train_text_to_image
+
+        config = TEXT_TO_IMAGE_TRAIN if args.steps is None else dataclasses.replace(TEXT_TO_IMAGE_TRAIN, steps=args.steps)
+        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        print(train_text_to_image(args.out, config=config, checkpoint_dir=args.checkpoint_dir, command=command))
+        return 0
+    if args.command == "generate":
+        from minivdm.full_scale import generate_image
+
+        print(generate_image(args.config, args.prompt, args.out, weights=args.weights, steps=args.steps,
+                             guidance_scale=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
+                             height=args.height, width=args.width, check_config=not args.no_config_check))
         return 0
     if args.command == "make-exercises":
         from minivdm.course.exercises import sync_exercises

@@ -77,3 +77,79 @@ def load_image_denoiser(prediction_type: str = "v", path: str | Path | None = No
     model = PixelUNet(PixelUNetConfig(**fields))
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.to(device).eval()
+
+
+# The toy world's text-to-image model (the "Stable Diffusion in 300 lines" chapter): the SD-layout
+# U-Net in its tiny config, in pixel space, with the toy CLIP text encoder trained jointly.
+TEXT_TO_IMAGE_DIR = DATA_DIR / "toy_text_to_image"
+TEXT_TO_IMAGE_SCHEDULE = CHAPTER1_SCHEDULE
+TEXT_TO_IMAGE_BATCH_SIZE = 32
+TEXT_TO_IMAGE_CAPTION_DROPOUT = 0.1  # the unconditional branch classifier-free guidance needs
+TEXT_TO_IMAGE_TRAIN = TrainConfig(steps=2500, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
+                                  checkpoint_every=250, log_every=50)
+
+
+class ToyTextToImage(torch.nn.Module):
+    """The U-Net and the text encoder, trained together; ``model(z_t, t, input_ids)`` predicts v."""
+
+    def __init__(self, unet, text_encoder):
+        super().__init__()
+        self.unet, self.text_encoder = unet, text_encoder
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        context = self.text_encoder(input_ids)[0]
+        # continuous t in [0, 1] is fed as a (fractional) timestep in [0, 1000], the range of the embedding
+        return self.unet(z_t, t * 1000, context)
+
+
+def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainConfig = TEXT_TO_IMAGE_TRAIN,
+                        dataset_size: int = CHAPTER1_DATASET_SIZE, checkpoint_dir: str | Path | None = None,
+                        command: str = "") -> Path:
+    """Train the toy text-to-image model and write it as a diffusers-layout folder (unet/, text_encoder/, tokenizer/)."""
+    from minivdm.configs.stable_diffusion import TINY
+    from minivdm.io.checkpoints import save_component
+    from minivdm.models.unet_2d_condition import UNet2DConditionModel
+    from minivdm.text import build_toy_text_encoder, build_toy_tokenizer, encode_captions, save_toy_text_stack
+
+    torch.manual_seed(config.seed)
+    tokenizer = build_toy_tokenizer()
+    model = ToyTextToImage(UNet2DConditionModel(TINY), build_toy_text_encoder(seed=config.seed))
+    data = generate_images(dataset_size, seed=config.seed)
+    input_ids, _ = encode_captions(tokenizer, data.captions)
+    empty_ids, _ = encode_captions(tokenizer, [""])
+
+    def next_batch(step: int, generator: torch.Generator):
+        index = torch.randint(len(data.images), (TEXT_TO_IMAGE_BATCH_SIZE,), generator=generator)
+        ids = input_ids[index].clone()
+        dropped = torch.rand(len(index), generator=generator) < TEXT_TO_IMAGE_CAPTION_DROPOUT
+        ids[dropped] = empty_ids
+        return data.images[index], ids
+
+    def loss_fn(model: ToyTextToImage, batch, generator: torch.Generator) -> torch.Tensor:
+        images, ids = batch
+        return diffusion_loss(lambda z_t, t: model(z_t, t, ids), images, TEXT_TO_IMAGE_SCHEDULE, "v", generator=generator)
+
+    result = train(model, next_batch, loss_fn, config, checkpoint_dir)
+    out = Path(out)
+    trained = result.ema_model
+    unet_config = {**TINY.to_diffusers(), "_minivdm": {"command": command, "train_config": describe(config),
+                                                       "train_seconds": round(result.seconds), "prediction_type": "v",
+                                                       "schedule": repr(TEXT_TO_IMAGE_SCHEDULE),
+                                                       "final_loss": result.losses[-1] if result.losses else None}}
+    save_component(trained.unet, out / "unet", unet_config)
+    save_toy_text_stack(out, tokenizer, trained.text_encoder)
+    return out
+
+
+def load_text_to_image(folder: str | Path = TEXT_TO_IMAGE_DIR, device: str | torch.device = "cpu"):
+    """(model, tokenizer) of the shipped toy text-to-image model; ``model(z_t, t, input_ids)`` predicts v."""
+    from minivdm.models.unet_2d_condition import UNet2DConditionModel
+    from minivdm.text import load_toy_text_stack
+
+    folder = Path(folder)
+    if not (folder / "unet").is_dir():
+        raise FileNotFoundError(f"no toy text-to-image model at {folder}; train one with "
+                                f"`python -m minivdm train-text-to-image --out {folder}`")
+    tokenizer, text_encoder = load_toy_text_stack(folder)
+    model = ToyTextToImage(UNet2DConditionModel.from_pretrained(folder, "unet"), text_encoder)
+    return model.to(device).eval(), tokenizer

@@ -17,3 +17,30 @@ __all__ = [
     "video_to_frames",
     "write_video",
 ]
+
+# Checkpoints in the diffusers layout (safetensors), loaded into minivdm modules by explicit key maps.
+from minivdm.io.checkpoints import (  # noqa: E402
+    CheckpointMismatchError,
+    LoadReport,
+    count_parameters,
+    find_weights_file,
+    load_into,
+    map_keys,
+    read_component,
+    read_model_index,
+    read_state_dict,
+    save_component,
+)
+
+__all__ += [
+    "CheckpointMismatchError",
+    "LoadReport",
+    "count_parameters",
+    "find_weights_file",
+    "load_into",
+    "map_keys",
+    "read_component",
+    "read_model_index",
+    "read_state_dict",
+    "save_component",
+]

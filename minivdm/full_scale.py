@@ -1,0 +1,72 @@
+"""Running the published checkpoints (opt-in, GPU recommended): `python -m minivdm generate ...`.
+
+Nothing here downloads. ``--weights`` is either a local diffusers pipeline folder or a Hugging Face
+repository id that is already in the local cache (``huggingface-cli download <id>`` on a machine with
+internet, or a copied cache); see README.md, "Full scale". The same code path runs on CPU in the tests
+with tiny checkpoints in the same folder layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from minivdm.configs.stable_diffusion import CONFIGS as IMAGE_CONFIGS
+from minivdm.configs.stable_diffusion import HF_IDS as IMAGE_HF_IDS
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_weights(weights: str | None, config_name: str, hf_ids: dict[str, str]) -> Path:
+    """A local folder, or the cached snapshot of a Hugging Face id (the config's own id by default)."""
+    if weights is not None and Path(weights).is_dir():
+        return Path(weights)
+    repo_id = weights or hf_ids.get(config_name)
+    if repo_id is None:
+        raise FileNotFoundError(f"--weights {weights!r} is not a folder, and config {config_name!r} has no Hugging Face id")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(
+            f"{repo_id} is not in the local Hugging Face cache and minivdm never downloads. On a machine with internet "
+            f"run `huggingface-cli download {repo_id}` (or pass --weights /path/to/a/local/copy)."
+        ) from None
+
+
+def check_architecture(loaded, expected, config_name: str) -> None:
+    """The checkpoint must be the architecture the named config describes."""
+    differences = [f.name for f in fields(expected) if f.name not in ("name", "sample_size")
+                   and getattr(loaded, f.name) != getattr(expected, f.name)]
+    if differences:
+        raise ValueError(f"the weights do not have the {config_name} architecture: they differ in {differences}")
+
+
+def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: str | None = None, steps: int = 50,
+                   guidance_scale: float = 7.5, seed: int = 0, device: str | None = None, dtype: str = "fp16",
+                   height: int | None = None, width: int | None = None, check_config: bool = True) -> Path:
+    """Text-to-image with our U-Net and DDIM; the image is written as PNG."""
+    import imageio.v3 as iio
+
+    from minivdm.methods.text_to_image import load_components, text_to_image
+
+    if config_name not in IMAGE_CONFIGS:
+        raise ValueError(f"config must be one of {sorted(IMAGE_CONFIGS)}, got {config_name!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = DTYPES[dtype] if device != "cpu" else torch.float32  # half precision convolutions are slow/unsupported on CPU
+    folder = resolve_weights(weights, config_name, IMAGE_HF_IDS)
+    unet, vae, text_encoder, tokenizer, settings = load_components(folder, dtype=torch_dtype, device=device)
+    if check_config:
+        check_architecture(unet.config, IMAGE_CONFIGS[config_name], config_name)
+    images = text_to_image(unet, vae, text_encoder, tokenizer, settings, [prompt], num_steps=steps,
+                           guidance_scale=guidance_scale, height=height, width=width,
+                           generator=torch.Generator().manual_seed(seed))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (images[0].float().permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+    iio.imwrite(out, pixels)
+    return out

@@ -1,0 +1,1 @@
+"""Methods that are procedures rather than networks: sampling pipelines, editing, curation steps."""

@@ -1,0 +1,111 @@
+r"""Latent text-to-image sampling, Stable Diffusion style (Rombach et al., 2022, arXiv:2112.10752).
+
+    c = TextEncoder(tokens(prompt)),   z_T ~ N(0, I) in the VAE's latent space (H/8 x W/8)
+    for t in T ... 1:   eps_hat = eps(z_t, t, empty) + w (eps(z_t, t, c) - eps(z_t, t, empty))
+                        z_{t-1} = DDIM(z_t, eps_hat)
+    image = VAE.decode(z_0 / scaling_factor)
+
+The denoiser and the sampler are minivdm's own (from scratch); the text encoder (CLIP) and the VAE
+come from transformers / diffusers, which the course does not rewrite. With the same components and
+seed this reproduces diffusers' ``StableDiffusionPipeline`` (tested on tiny random components).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minivdm.diffusion import ScaledLinearSchedule, guided_model, sample
+from minivdm.models.unet_2d_condition import UNet2DConditionModel
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What a checkpoint's scheduler/scheduler_config.json fixes about sampling."""
+
+    schedule: ScaledLinearSchedule
+    prediction_type: str = "eps"
+    steps_offset: int = 0
+    set_alpha_to_one: bool = True
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict) -> "SamplerSettings":
+        if config.get("beta_schedule", "scaled_linear") != "scaled_linear":
+            raise ValueError(f"only the scaled_linear beta schedule is supported, got {config['beta_schedule']!r}")
+        if config.get("clip_sample", False):
+            raise ValueError("scheduler config has clip_sample=true; Stable Diffusion checkpoints ship clip_sample=false")
+        prediction = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}[config.get("prediction_type", "epsilon")]
+        schedule = ScaledLinearSchedule(config.get("beta_start", 0.00085), config.get("beta_end", 0.012),
+                                        config.get("num_train_timesteps", 1000))
+        return cls(schedule, prediction, config.get("steps_offset", 0), config.get("set_alpha_to_one", True))
+
+    def times(self, num_steps: int) -> torch.Tensor:
+        return self.schedule.leading_times(num_steps, self.steps_offset, self.set_alpha_to_one)
+
+
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """(B, L, D) hidden states of the text encoder's last layer: what the U-Net cross-attends to."""
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be a list of str, got {prompts!r}")
+    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    device = next(text_encoder.parameters()).device
+    with torch.no_grad():
+        return text_encoder(tokens.input_ids.to(device))[0]
+
+
+@torch.no_grad()
+def text_to_image(unet: UNet2DConditionModel, vae, text_encoder, tokenizer, settings: SamplerSettings,
+                  prompts: list[str], *, negative_prompt: str = "", num_steps: int = 50, guidance_scale: float = 7.5,
+                  height: int | None = None, width: int | None = None, generator: torch.Generator | None = None,
+                  progress: bool = True) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1] for a list of prompts."""
+    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    height = height or unet.config.sample_size * vae_scale
+    width = width or unet.config.sample_size * vae_scale
+    if height % vae_scale or width % vae_scale:
+        raise ValueError(f"height and width must be multiples of the VAE's factor {vae_scale}, got {height}x{width}")
+    device, dtype = unet.conv_in.weight.device, unet.conv_in.weight.dtype
+    condition = encode_prompts(tokenizer, text_encoder, prompts).to(dtype)
+    null_condition = encode_prompts(tokenizer, text_encoder, [negative_prompt] * len(prompts)).to(dtype)
+
+    def unet_in_continuous_time(z_t, t, context):
+        return unet(z_t, settings.schedule.timestep_from_t(t.double().cpu()).to(device), context)
+
+    if guidance_scale > 1:
+        model_fn = guided_model(unet_in_continuous_time, condition, null_condition, guidance_scale)
+    else:
+        def model_fn(z_t, t):
+            return unet_in_continuous_time(z_t, t, condition)
+
+    shape = (len(prompts), unet.config.in_channels, height // vae_scale, width // vae_scale)
+    z_T = torch.randn(shape, generator=generator, dtype=dtype).to(device)
+    latents = sample(model_fn, z_T, settings.schedule, settings.times(num_steps), sampler="ddim",
+                     prediction_type=settings.prediction_type, progress=progress)
+    images = vae.decode(latents / vae.config.scaling_factor).sample
+    return (images / 2 + 0.5).clamp(0, 1)
+
+
+def load_components(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """Our U-Net plus the published VAE, text encoder and tokenizer from a diffusers pipeline folder.
+
+    Returns (unet, vae, text_encoder, tokenizer, settings). Nothing is downloaded: ``folder`` is a
+    local copy (or a Hugging Face cache snapshot) of the checkpoint.
+    """
+    from diffusers import AutoencoderKL
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    folder = Path(folder)
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if not (folder / part).is_dir():
+            raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder: it has no {part}/ "
+                                    f"(found: {sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'nothing'})")
+    unet = UNet2DConditionModel.from_pretrained(folder, "unet", dtype=dtype, device=device)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype).to(device).eval()
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return unet, vae, text_encoder, tokenizer, SamplerSettings.from_scheduler_config(scheduler_config)

@@ -1,0 +1,211 @@
+r"""The text-conditional 2D U-Net of Stable Diffusion (Rombach et al., 2022, arXiv:2112.10752), from scratch.
+
+    eps_theta(z_t, t, c):  z_t (B, C, H, W) latent,  t integer timestep (B,),  c text tokens (B, L, D)
+
+    conv_in -> down blocks -> mid block -> up blocks (with skips) -> GroupNorm, SiLU, conv_out
+
+Each down block is ``layers_per_block`` x [ResNet block (+ time embedding), spatial transformer
+(self-attention, cross-attention to c, GEGLU)] then a stride-2 conv; the up blocks mirror them with
+one more layer, each concatenating the matching skip activation. The lowest-resolution block of SD
+has no attention ("DownBlock2D" / "UpBlock2D").
+
+Module names follow diffusers' ``UNet2DConditionModel`` exactly (down_blocks.0.resnets.0.conv1 ...):
+loading a published checkpoint is an identity key map, verified name by name and shape by shape in
+``minivdm.io.checkpoints``. One configuration dataclass expresses SD 1.x, SD 2.x (incl. the
+depth-conditioned model with 5 input channels) and the toy world's tiny model (see
+``minivdm/configs/stable_diffusion.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minivdm.models.diffusers_format import config_from_diffusers, config_to_diffusers, from_pretrained
+from minivdm.nn import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, timestep_embedding
+from minivdm.nn.transformer_2d import Transformer2DModel
+from minivdm.validation import check_image, check_tensor
+
+ATTENTION_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
+ATTENTION_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
+
+
+@dataclass(frozen=True)
+class UNet2DConditionConfig:
+    """Field names are diffusers' config.json keys, so a published config reads straight in."""
+
+    name: str = "sd15"
+    sample_size: int = 64
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = (ATTENTION_DOWN, ATTENTION_DOWN, ATTENTION_DOWN, PLAIN_DOWN)
+    up_block_types: tuple[str, ...] = (PLAIN_UP, ATTENTION_UP, ATTENTION_UP, ATTENTION_UP)
+    layers_per_block: int = 2
+    # diffusers' legacy name: this is the NUMBER of heads per block (SD 1.x: 8), not their width
+    attention_head_dim: int | tuple[int, ...] = 8
+    cross_attention_dim: int = 768
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    use_linear_projection: bool = False
+    upcast_attention: bool = False
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+
+    def heads_per_block(self) -> tuple[int, ...]:
+        heads = self.attention_head_dim
+        return tuple(heads) if isinstance(heads, (tuple, list)) else (heads,) * len(self.block_out_channels)
+
+    @classmethod
+    def from_diffusers(cls, config: dict, name: str = "loaded") -> "UNet2DConditionConfig":
+        """Read a diffusers unet/config.json dict; refuse options this implementation does not have."""
+        return config_from_diffusers(cls, config, name=name, class_name="UNet2DConditionModel", unsupported={
+            "class_embed_type": None, "addition_embed_type": None, "encoder_hid_dim": None, "time_cond_proj_dim": None,
+            "num_class_embeds": None, "only_cross_attention": False, "dual_cross_attention": False,
+            "resnet_time_scale_shift": "default", "mid_block_type": "UNetMidBlock2DCrossAttn",
+            "transformer_layers_per_block": 1, "num_attention_heads": None, "center_input_sample": False,
+            "act_fn": "silu", "downsample_padding": 1, "mid_block_scale_factor": 1,
+        })
+
+    def to_diffusers(self) -> dict:
+        return config_to_diffusers(self, "UNet2DConditionModel")
+
+
+class UNetDownBlock(nn.Module):
+    """layers x [ResNet, (spatial transformer)], then an optional stride-2 downsampler."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, num_layers: int, with_attention: bool,
+                 add_downsample: bool, heads: int, config: UNet2DConditionConfig):
+        super().__init__()
+        self.resnets = nn.ModuleList([
+            ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, temb_channels, config.norm_num_groups, eps=config.norm_eps)
+            for i in range(num_layers)
+        ])
+        self.attentions = nn.ModuleList([_transformer(out_channels, heads, config) for _ in range(num_layers)] if with_attention else [])
+        self.downsamplers = nn.ModuleList([Downsample2D(out_channels)] if add_downsample else [])
+
+    def forward(self, h, temb, context):
+        skips = []
+        for index, resnet in enumerate(self.resnets):
+            h = resnet(h, temb)
+            if self.attentions:
+                h = self.attentions[index](h, context)
+            skips.append(h)
+        for downsampler in self.downsamplers:
+            h = downsampler(h)
+            skips.append(h)
+        return h, skips
+
+
+class UNetMidBlock(nn.Module):
+    """ResNet, spatial transformer, ResNet at the lowest resolution."""
+
+    def __init__(self, channels: int, temb_channels: int, heads: int, config: UNet2DConditionConfig):
+        super().__init__()
+        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb_channels, config.norm_num_groups, eps=config.norm_eps)
+                                      for _ in range(2)])
+        self.attentions = nn.ModuleList([_transformer(channels, heads, config)])
+
+    def forward(self, h, temb, context):
+        h = self.resnets[0](h, temb)
+        h = self.attentions[0](h, context)
+        return self.resnets[1](h, temb)
+
+
+class UNetUpBlock(nn.Module):
+    """layers x [concatenate a skip, ResNet, (spatial transformer)], then an optional upsampler."""
+
+    def __init__(self, in_channels: int, out_channels: int, prev_output_channels: int, temb_channels: int, num_layers: int,
+                 with_attention: bool, add_upsample: bool, heads: int, config: UNet2DConditionConfig):
+        super().__init__()
+        resnets = []
+        for i in range(num_layers):
+            skip_channels = in_channels if i == num_layers - 1 else out_channels
+            resnet_in = prev_output_channels if i == 0 else out_channels
+            resnets.append(ResnetBlock2D(resnet_in + skip_channels, out_channels, temb_channels, config.norm_num_groups, eps=config.norm_eps))
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = nn.ModuleList([_transformer(out_channels, heads, config) for _ in range(num_layers)] if with_attention else [])
+        self.upsamplers = nn.ModuleList([Upsample2D(out_channels)] if add_upsample else [])
+
+    def forward(self, h, skips: list, temb, context):
+        for index, resnet in enumerate(self.resnets):
+            h = resnet(torch.cat([h, skips.pop()], dim=1), temb)
+            if self.attentions:
+                h = self.attentions[index](h, context)
+        for upsampler in self.upsamplers:
+            h = upsampler(h)
+        return h
+
+
+def _transformer(channels: int, heads: int, config: UNet2DConditionConfig) -> Transformer2DModel:
+    return Transformer2DModel(heads, channels // heads, channels, 1, config.cross_attention_dim, config.norm_num_groups,
+                              config.use_linear_projection, config.upcast_attention)
+
+
+class UNet2DConditionModel(nn.Module):
+    def __init__(self, config: UNet2DConditionConfig = UNet2DConditionConfig()):
+        super().__init__()
+        self.config = config
+        channels, heads = config.block_out_channels, config.heads_per_block()
+        if not len(channels) == len(config.down_block_types) == len(config.up_block_types) == len(heads):
+            raise ValueError(f"block_out_channels, down/up_block_types and attention_head_dim need one entry per level, got {config}")
+        known = {ATTENTION_DOWN, PLAIN_DOWN, ATTENTION_UP, PLAIN_UP}
+        if not set(config.down_block_types + config.up_block_types) <= known:
+            raise ValueError(f"block types must be among {sorted(known)}, got {config.down_block_types + config.up_block_types}")
+        temb_channels = 4 * channels[0]
+        self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
+        self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
+
+        self.down_blocks = nn.ModuleList()
+        for level, block_type in enumerate(config.down_block_types):
+            is_last = level == len(channels) - 1
+            self.down_blocks.append(UNetDownBlock(channels[max(level - 1, 0)], channels[level], temb_channels, config.layers_per_block,
+                                                  block_type == ATTENTION_DOWN, not is_last, heads[level], config))
+        self.mid_block = UNetMidBlock(channels[-1], temb_channels, heads[-1], config)
+
+        self.up_blocks = nn.ModuleList()
+        reversed_channels, reversed_heads = channels[::-1], heads[::-1]
+        for level, block_type in enumerate(config.up_block_types):
+            is_last = level == len(channels) - 1
+            self.up_blocks.append(UNetUpBlock(
+                in_channels=reversed_channels[min(level + 1, len(channels) - 1)], out_channels=reversed_channels[level],
+                prev_output_channels=reversed_channels[max(level - 1, 0)], temb_channels=temb_channels,
+                num_layers=config.layers_per_block + 1, with_attention=block_type == ATTENTION_UP,
+                add_upsample=not is_last, heads=reversed_heads[level], config=config))
+
+        self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
+        self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
+
+    @classmethod
+    def from_pretrained(cls, path, subfolder: str | None = "unet", **options) -> "UNet2DConditionModel":
+        """Load a diffusers-format unet folder (options: dtype, device, allow_pickle)."""
+        return from_pretrained(cls, UNet2DConditionConfig, path, subfolder, **options)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        check_image(sample, "sample")
+        check_tensor(encoder_hidden_states, "encoder_hidden_states", ndim=3, layout="(B, L, cross_attention_dim)", floating=True)
+        if sample.shape[1] != self.config.in_channels:
+            raise ValueError(f"sample must have {self.config.in_channels} channels (dim 1), got shape {tuple(sample.shape)}")
+        if encoder_hidden_states.shape[-1] != self.config.cross_attention_dim:
+            raise ValueError(f"encoder_hidden_states must be (B, L, {self.config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}")
+        factor = 2 ** (len(self.config.block_out_channels) - 1)
+        if sample.shape[-1] % factor or sample.shape[-2] % factor:
+            raise ValueError(f"H and W of sample must be divisible by {factor}, got {tuple(sample.shape[-2:])}")
+        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
+
+        features = timestep_embedding(timesteps, self.config.block_out_channels[0], flip_sin_to_cos=self.config.flip_sin_to_cos,
+                                      downscale_freq_shift=self.config.freq_shift)
+        temb = self.time_embedding(features.to(sample.dtype))
+        h = self.conv_in(sample)
+        skips = [h]
+        for block in self.down_blocks:
+            h, block_skips = block(h, temb, encoder_hidden_states)
+            skips.extend(block_skips)
+        h = self.mid_block(h, temb, encoder_hidden_states)
+        for block in self.up_blocks:
+            h = block(h, skips, temb, encoder_hidden_states)
+        return self.conv_out(F.silu(self.conv_norm_out(h)))
