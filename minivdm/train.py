@@ -9,7 +9,8 @@ A run is described by a ``TrainConfig`` and two functions the chapter supplies:
 Every ``checkpoint_every`` steps the model, its EMA copy, the optimizer and both random generators
 are written to ``<checkpoint_dir>/last.pt`` via a temporary file and ``os.replace``, so an
 interrupted run never leaves a broken checkpoint, and ``train`` called again with the same
-directory continues from the last step it saved, reproducing the uninterrupted run exactly.
+directory continues from the last step it saved, reproducing the uninterrupted run exactly. A finished
+run can be extended by calling it again with a larger ``steps``.
 """
 
 from __future__ import annotations
@@ -100,9 +101,14 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
         checkpoint_path = checkpoint_dir / "last.pt"
         if checkpoint_path.exists():
             state = torch.load(checkpoint_path, weights_only=True)
-            if state["config"] != asdict(config):
+            # only ``steps`` may change: nothing else depends on the total, so a run extended from N to
+            # M steps is identical to one started with M
+            saved = {**state["config"], "steps": config.steps}
+            if saved != asdict(config):
                 raise ValueError(f"{checkpoint_path} was written by a different TrainConfig: {state['config']}; "
-                                 "use a new checkpoint_dir or the same config")
+                                 "use a new checkpoint_dir or the same config (only steps may grow)")
+            if state["step"] > config.steps:
+                raise ValueError(f"{checkpoint_path} is already at step {state['step']}, beyond steps={config.steps}")
             model.load_state_dict(state["model"])
             ema_model.load_state_dict(state["ema_model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -1,5 +1,7 @@
 """The shared training loop: it learns, and an interrupted run resumes to the identical result."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -54,9 +56,21 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     train(make_model(), next_batch, loss_fn, CONFIG, tmp_path, progress=False)
-    other = TrainConfig(steps=200, learning_rate=0.05, checkpoint_every=40, log_every=20)
+    other = TrainConfig(steps=120, learning_rate=0.01, warmup_steps=5, ema_decay=0.9, checkpoint_every=40, log_every=20)
     with pytest.raises(ValueError, match="different TrainConfig"):
         train(make_model(), next_batch, loss_fn, other, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="beyond steps=80"):
+        train(make_model(), next_batch, loss_fn, replace(CONFIG, steps=80), tmp_path, progress=False)
+
+
+def test_extending_a_finished_run_equals_training_longer_from_the_start(tmp_path):
+    longer = replace(CONFIG, steps=200)
+    reference = train(make_model(), next_batch, loss_fn, longer, tmp_path / "reference", progress=False)
+    train(make_model(), next_batch, loss_fn, CONFIG, tmp_path / "run", progress=False)
+    extended = train(make_model(), next_batch, loss_fn, longer, tmp_path / "run", progress=False)
+    assert extended.resumed_from == CONFIG.steps
+    assert torch.equal(extended.model.weight, reference.model.weight)
+    assert torch.equal(extended.ema_model.weight, reference.ema_model.weight)
 
 
 def test_save_weights_writes_safetensors_with_metadata(tmp_path):
