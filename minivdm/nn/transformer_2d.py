@@ -64,9 +64,9 @@ class Transformer2DModel(nn.Module):
             h = rearrange(self.proj_in(h), "b c h w -> b (h w) c")
         for block in self.transformer_blocks:
             h = block(h, context)
+        # contiguous: the next GroupNorm / conv then sums in the same order as diffusers (bit-identical outputs)
         if self.use_linear_projection:
-            # contiguous, so the next GroupNorm sums in the same order as diffusers (bit-identical outputs)
             h = rearrange(self.proj_out(h), "b (h w) c -> b c h w", h=height, w=width).contiguous()
         else:
-            h = self.proj_out(rearrange(h, "b (h w) c -> b c h w", h=height, w=width))
+            h = self.proj_out(rearrange(h, "b (h w) c -> b c h w", h=height, w=width).contiguous())
         return h + residual
