@@ -85,7 +85,7 @@ TEXT_TO_IMAGE_DIR = DATA_DIR / "toy_text_to_image"
 TEXT_TO_IMAGE_SCHEDULE = CHAPTER1_SCHEDULE
 TEXT_TO_IMAGE_BATCH_SIZE = 32
 TEXT_TO_IMAGE_CAPTION_DROPOUT = 0.1  # the unconditional branch classifier-free guidance needs
-TEXT_TO_IMAGE_TRAIN = TrainConfig(steps=5000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
+TEXT_TO_IMAGE_TRAIN = TrainConfig(steps=8000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
                                   checkpoint_every=250, log_every=50)
 
 
