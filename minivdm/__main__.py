@@ -3,7 +3,7 @@
     demo             the main job on the shipped tiny models: writes .mp4 and .gif files
     train-denoiser   reproduce a shipped chapter-1 denoiser
     train-text-to-image  reproduce the shipped toy text-to-image model
-    generate         full scale: text-to-image with a published checkpoint you have locally
+    generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
 """
 
@@ -32,14 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     text_to_image.add_argument("--out", required=True, help="folder to write (unet/, text_encoder/, tokenizer/)")
     text_to_image.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     text_to_image.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+    text_to_image.add_argument("--anneal-from", default=None,
+                               help="second stage: start from this model folder and anneal the learning rate")
 
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
-    generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth")
+    generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth (images) or modelscope-t2v (video)")
     generate.add_argument("--prompt", required=True)
-    generate.add_argument("--out", required=True, help="image file to write (.png)")
+    generate.add_argument("--out", required=True, help="file to write: .png for images, .mp4 or .gif for videos")
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
     generate.add_argument("--steps", type=int, default=50)
-    generate.add_argument("--guidance", type=float, default=7.5)
+    generate.add_argument("--guidance", type=float, default=None, help="default 7.5 for images, 9 for videos")
+    generate.add_argument("--frames", type=int, default=16, help="video configs: number of frames")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
@@ -71,18 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-text-to-image":
         import dataclasses
 
-        from minivdm.tiny_models import TEXT_TO_IMAGE_TRAIN, train_text_to_image
+        from minivdm.tiny_models import TEXT_TO_IMAGE_ANNEAL, TEXT_TO_IMAGE_TRAIN, train_text_to_image
 
-        config = TEXT_TO_IMAGE_TRAIN if args.steps is None else dataclasses.replace(TEXT_TO_IMAGE_TRAIN, steps=args.steps)
+        recipe = TEXT_TO_IMAGE_TRAIN if args.anneal_from is None else TEXT_TO_IMAGE_ANNEAL
+        config = recipe if args.steps is None else dataclasses.replace(recipe, steps=args.steps)
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        print(train_text_to_image(args.out, config=config, checkpoint_dir=args.checkpoint_dir, command=command))
+        print(train_text_to_image(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
+                                  init_from=args.anneal_from, command=command))
         return 0
     if args.command == "generate":
-        from minivdm.full_scale import generate_image
+        from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video
 
-        print(generate_image(args.config, args.prompt, args.out, weights=args.weights, steps=args.steps,
-                             guidance_scale=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
-                             height=args.height, width=args.width, check_config=not args.no_config_check))
+        options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,  # noqa: C408
+                       height=args.height, width=args.width, check_config=not args.no_config_check)
+        if args.config in VIDEO_CONFIGS:
+            print(generate_video(args.config, args.prompt, args.out, guidance_scale=args.guidance or 9.0,
+                                 num_frames=args.frames, **options))
+        else:
+            print(generate_image(args.config, args.prompt, args.out, guidance_scale=args.guidance or 7.5, **options))
         return 0
     if args.command == "make-exercises":
         from minivdm.course.exercises import sync_exercises

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import torch
 
+from minivdm.configs.modelscope import HF_IDS as VIDEO_HF_IDS
+from minivdm.configs.modelscope import MODELSCOPE_T2V
 from minivdm.configs.stable_diffusion import CONFIGS as IMAGE_CONFIGS
 from minivdm.configs.stable_diffusion import HF_IDS as IMAGE_HF_IDS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+VIDEO_CONFIGS = {MODELSCOPE_T2V.name: MODELSCOPE_T2V}
 
 
 def resolve_weights(weights: str | None, config_name: str, hf_ids: dict[str, str]) -> Path:
@@ -46,6 +49,14 @@ def check_architecture(loaded, expected, config_name: str) -> None:
         raise ValueError(f"the weights do not have the {config_name} architecture: they differ in {differences}")
 
 
+def _device_and_dtype(device: str | None, dtype: str) -> tuple[str, torch.dtype]:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # half precision convolutions are slow or unsupported on CPU
+    return device, DTYPES[dtype] if device != "cpu" else torch.float32
+
+
 def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: str | None = None, steps: int = 50,
                    guidance_scale: float = 7.5, seed: int = 0, device: str | None = None, dtype: str = "fp16",
                    height: int | None = None, width: int | None = None, check_config: bool = True) -> Path:
@@ -56,8 +67,7 @@ def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: s
 
     if config_name not in IMAGE_CONFIGS:
         raise ValueError(f"config must be one of {sorted(IMAGE_CONFIGS)}, got {config_name!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = DTYPES[dtype] if device != "cpu" else torch.float32  # half precision convolutions are slow/unsupported on CPU
+    device, torch_dtype = _device_and_dtype(device, dtype)
     folder = resolve_weights(weights, config_name, IMAGE_HF_IDS)
     unet, vae, text_encoder, tokenizer, settings = load_components(folder, dtype=torch_dtype, device=device)
     if check_config:
@@ -70,3 +80,24 @@ def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: s
     pixels = (images[0].float().permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
     iio.imwrite(out, pixels)
     return out
+
+
+def generate_video(config_name: str, prompt: str, out: str | Path, *, weights: str | None = None, steps: int = 50,
+                   guidance_scale: float = 9.0, num_frames: int = 16, seed: int = 0, device: str | None = None,
+                   dtype: str = "fp16", height: int | None = None, width: int | None = None, fps: int = 8,
+                   check_config: bool = True) -> Path:
+    """Text-to-video with our 3D U-Net and DDIM (ModelScope); the clip is written as .mp4 or .gif."""
+    from minivdm.io.video_files import write_video
+    from minivdm.methods.text_to_video import load_video_components, text_to_video
+
+    if config_name not in VIDEO_CONFIGS:
+        raise ValueError(f"config must be one of {sorted(VIDEO_CONFIGS)}, got {config_name!r}")
+    device, torch_dtype = _device_and_dtype(device, dtype)
+    folder = resolve_weights(weights, config_name, VIDEO_HF_IDS)
+    unet, vae, text_encoder, tokenizer, settings = load_video_components(folder, dtype=torch_dtype, device=device)
+    if check_config:
+        check_architecture(unet.config, VIDEO_CONFIGS[config_name], config_name)
+    video = text_to_video(unet, vae, text_encoder, tokenizer, settings, [prompt], num_frames=num_frames,
+                          num_steps=steps, guidance_scale=guidance_scale, height=height, width=width,
+                          generator=torch.Generator().manual_seed(seed))
+    return write_video(out, video[0].cpu(), fps=fps)

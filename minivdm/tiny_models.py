@@ -87,6 +87,10 @@ TEXT_TO_IMAGE_BATCH_SIZE = 32
 TEXT_TO_IMAGE_CAPTION_DROPOUT = 0.1  # the unconditional branch classifier-free guidance needs
 TEXT_TO_IMAGE_TRAIN = TrainConfig(steps=8000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
                                   checkpoint_every=250, log_every=50)
+# The second stage: start from the first stage's weights and anneal the learning rate to zero, on a
+# fresh draw of the toy world (seed 1).
+TEXT_TO_IMAGE_ANNEAL = TrainConfig(steps=3000, learning_rate=5e-4, warmup_steps=100, ema_decay=0.995, seed=1,
+                                   checkpoint_every=250, log_every=50, decay="cosine")
 
 
 class ToyTextToImage(torch.nn.Module):
@@ -104,8 +108,11 @@ class ToyTextToImage(torch.nn.Module):
 
 def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainConfig = TEXT_TO_IMAGE_TRAIN,
                         dataset_size: int = CHAPTER1_DATASET_SIZE, checkpoint_dir: str | Path | None = None,
-                        command: str = "") -> Path:
-    """Train the toy text-to-image model and write it as a diffusers-layout folder (unet/, text_encoder/, tokenizer/)."""
+                        init_from: str | Path | None = None, command: str = "") -> Path:
+    """Train the toy text-to-image model and write it as a diffusers-layout folder (unet/, text_encoder/, tokenizer/).
+
+    ``init_from`` starts from the weights of a folder this function wrote (the annealing stage).
+    """
     from minivdm.configs.stable_diffusion import TINY
     from minivdm.io.checkpoints import save_component
     from minivdm.models.unet_2d_condition import UNet2DConditionModel
@@ -114,6 +121,10 @@ def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainCon
     torch.manual_seed(config.seed)
     tokenizer = build_toy_tokenizer()
     model = ToyTextToImage(UNet2DConditionModel(TINY), build_toy_text_encoder(seed=config.seed))
+    if init_from is not None:
+        start, _ = load_text_to_image(init_from)
+        model.load_state_dict(start.state_dict(), strict=True)
+        model.train()
     data = generate_images(dataset_size, seed=config.seed)
     input_ids, _ = encode_captions(tokenizer, data.captions)
     empty_ids, _ = encode_captions(tokenizer, [""])
@@ -135,10 +146,18 @@ def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainCon
     unet_config = {**TINY.to_diffusers(), "_minivdm": {"command": command, "train_config": describe(config),
                                                        "train_seconds": round(result.seconds), "prediction_type": "v",
                                                        "schedule": repr(TEXT_TO_IMAGE_SCHEDULE),
+                                                       "init_from": _recorded_command(init_from),
                                                        "final_loss": result.losses[-1] if result.losses else None}}
     save_component(trained.unet, out / "unet", unet_config)
     save_toy_text_stack(out, tokenizer, trained.text_encoder)
     return out
+
+
+def _recorded_command(folder: str | Path | None) -> str | None:
+    """The command that made the toy text-to-image model in ``folder`` (the provenance of a second stage)."""
+    if folder is None:
+        return None
+    return json.loads((Path(folder) / "unet" / "config.json").read_text())["_minivdm"]["command"]
 
 
 def load_text_to_image(folder: str | Path = TEXT_TO_IMAGE_DIR, device: str | torch.device = "cpu"):

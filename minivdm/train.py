@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +41,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 50
+    # "constant" after warmup, or "cosine": decay to zero at the last step (annealing a model at the
+    # end of training sharpens it; the decay depends on ``steps``, so such a run cannot be extended)
+    decay: str = "constant"
 
     def __post_init__(self):
         check_positive_int(self.steps, "steps")
@@ -48,6 +52,17 @@ class TrainConfig:
         check_in_range(self.ema_decay, "ema_decay", 0.0, 1.0)
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.decay not in ("constant", "cosine"):
+            raise ValueError(f"decay must be 'constant' or 'cosine', got {self.decay!r}")
+
+    def learning_rate_factor(self, step: int) -> float:
+        """Multiplier of ``learning_rate`` at ``step``: linear warmup, then constant or cosine decay."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.decay == "constant":
+            return 1.0
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass
@@ -89,7 +104,7 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     torch.manual_seed(config.seed)  # dropout and any module that draws from the global generator
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, config.learning_rate_factor)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     losses: list[float] = []
     start_step = 0
@@ -101,12 +116,14 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
         checkpoint_path = checkpoint_dir / "last.pt"
         if checkpoint_path.exists():
             state = torch.load(checkpoint_path, weights_only=True)
-            # only ``steps`` may change: nothing else depends on the total, so a run extended from N to
-            # M steps is identical to one started with M
-            saved = {**state["config"], "steps": config.steps}
+            # with a constant rate only ``steps`` may change: nothing else depends on the total, so a
+            # run extended from N to M steps is identical to one started with M
+            saved = {**state["config"]}
+            if config.decay == "constant":
+                saved["steps"] = config.steps
             if saved != asdict(config):
                 raise ValueError(f"{checkpoint_path} was written by a different TrainConfig: {state['config']}; "
-                                 "use a new checkpoint_dir or the same config (only steps may grow)")
+                                 "use a new checkpoint_dir or the same config (only steps may grow, and only with decay='constant')")
             if state["step"] > config.steps:
                 raise ValueError(f"{checkpoint_path} is already at step {state['step']}, beyond steps={config.steps}")
             model.load_state_dict(state["model"])

@@ -13,6 +13,13 @@ TINY_UNET = dict(  # noqa: C408
 )
 
 
+TINY_UNET_3D = dict(  # noqa: C408
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    attention_head_dim=8, cross_attention_dim=32, norm_num_groups=8,
+)
+
+
 def tiny_clip_tokenizer(folder: Path):
     """A real CLIPTokenizer over single characters (no merges): every lowercase word tokenizes."""
     from transformers import CLIPTokenizer
@@ -28,14 +35,12 @@ def tiny_clip_tokenizer(folder: Path):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
 
 
-def make_tiny_sd_pipeline(root: Path, seed: int = 0):
-    """Build diffusers' StableDiffusionPipeline from tiny random components and save it to ``root``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def tiny_shared_components(root: Path):
+    """VAE, CLIP text encoder, tokenizer and DDIM scheduler, as Stable Diffusion and ModelScope ship them."""
+    from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer(root / "_tokenizer_source")
-    unet = UNet2DConditionModel(**TINY_UNET)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         layers_per_block=1, norm_num_groups=8, sample_size=16)
@@ -44,7 +49,36 @@ def make_tiny_sd_pipeline(root: Path, seed: int = 0):
         max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)  # noqa: C408
+
+
+def make_tiny_sd_pipeline(root: Path, seed: int = 0):
+    """Build diffusers' StableDiffusionPipeline from tiny random components and save it to ``root``."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    shared = tiny_shared_components(root)
+    unet = UNet2DConditionModel(**TINY_UNET)
+    pipe = StableDiffusionPipeline(unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                                   **shared)
+    pipe.save_pretrained(root, safe_serialization=True)
+    return pipe
+
+
+def make_tiny_text_to_video_pipeline(root: Path, seed: int = 0):
+    """diffusers' TextToVideoSDPipeline (ModelScope's layout) from tiny random components, saved to ``root``.
+
+    The temporal layers' zero-initialised output projections get random weights, so that the frames
+    really interact (at zero they are the identity and a frame-by-frame loop would pass too)."""
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+    torch.manual_seed(seed)
+    shared = tiny_shared_components(root)
+    unet = UNet3DConditionModel(**TINY_UNET_3D).eval()  # its temporal convolutions have dropout
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if ".conv4." in name or "proj_out" in name:
+                parameter.normal_(0.0, 0.05)
+    pipe = TextToVideoSDPipeline(unet=unet, **shared)
     pipe.save_pretrained(root, safe_serialization=True)
     return pipe

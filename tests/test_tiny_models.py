@@ -92,3 +92,23 @@ def test_text_to_image_recipe_writes_a_loadable_diffusers_folder(tmp_path):
         assert model(torch.zeros(1, 3, 32, 32), torch.tensor([0.5]), ids).shape == (1, 3, 32, 32)
     with pytest.raises(FileNotFoundError, match="train-text-to-image"):
         load_text_to_image(tmp_path / "nothing")
+
+
+def test_the_annealing_stage_starts_from_the_given_model_and_records_where_it_came_from(tmp_path):
+    import json
+
+    from minivdm.tiny_models import load_text_to_image, train_text_to_image
+    from minivdm.train import TrainConfig
+
+    first = train_text_to_image(tmp_path / "first", config=TrainConfig(steps=2, warmup_steps=1, checkpoint_every=2,
+                                                                       log_every=1), dataset_size=16, command="stage one")
+    # a learning rate too small to move the weights: what comes out is what went in
+    anneal = TrainConfig(steps=1, learning_rate=1e-12, warmup_steps=1, ema_decay=0.0, checkpoint_every=1, log_every=1,
+                         seed=1, decay="cosine")
+    second = train_text_to_image(tmp_path / "second", config=anneal, dataset_size=16, init_from=first, command="stage two")
+    recorded = json.loads((second / "unet" / "config.json").read_text())["_minivdm"]
+    assert recorded["init_from"] == "stage one" and recorded["command"] == "stage two"
+    before, _ = load_text_to_image(first)
+    after, _ = load_text_to_image(second)
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), f"{name} changed: the second stage did not start from the first"

@@ -85,3 +85,34 @@ def test_config_rejects_bad_values():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.5)
+
+
+def test_cosine_decay_warms_up_then_anneals_to_zero():
+    config = TrainConfig(steps=110, warmup_steps=10, decay="cosine")
+    factors = [config.learning_rate_factor(step) for step in range(config.steps)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.5)
+    assert factors[-1] < 1e-3
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])), "the cosine decay must never increase"
+    constant = TrainConfig(steps=110, warmup_steps=10)
+    assert [constant.learning_rate_factor(step) for step in (9, 50, 109)] == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="decay"):
+        TrainConfig(decay="linear")
+
+
+def test_a_cosine_run_resumes_exactly_but_cannot_be_extended(tmp_path):
+    cosine = replace(CONFIG, decay="cosine")
+    reference = train(make_model(), next_batch, loss_fn, cosine, tmp_path / "reference", progress=False)
+
+    def interrupting_batch(step, generator):
+        if step == 50:
+            raise KeyboardInterrupt
+        return next_batch(step, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), interrupting_batch, loss_fn, cosine, tmp_path / "run", progress=False)
+    resumed = train(make_model(), next_batch, loss_fn, cosine, tmp_path / "run", progress=False)
+    assert resumed.resumed_from == 40
+    assert torch.equal(resumed.model.weight, reference.model.weight)
+    with pytest.raises(ValueError, match="different TrainConfig"):
+        train(make_model(), next_batch, loss_fn, replace(cosine, steps=200), tmp_path / "run", progress=False)

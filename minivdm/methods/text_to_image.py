@@ -58,19 +58,14 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def text_to_image(unet: UNet2DConditionModel, vae, text_encoder, tokenizer, settings: SamplerSettings,
-                  prompts: list[str], *, negative_prompt: str = "", num_steps: int = 50, guidance_scale: float = 7.5,
-                  height: int | None = None, width: int | None = None, generator: torch.Generator | None = None,
-                  progress: bool = True) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] for a list of prompts."""
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    height = height or unet.config.sample_size * vae_scale
-    width = width or unet.config.sample_size * vae_scale
-    if height % vae_scale or width % vae_scale:
-        raise ValueError(f"height and width must be multiples of the VAE's factor {vae_scale}, got {height}x{width}")
+def sample_latents(unet, settings: SamplerSettings, condition: torch.Tensor, null_condition: torch.Tensor,
+                   shape: tuple[int, ...], *, num_steps: int, guidance_scale: float,
+                   generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
+    """DDIM with classifier-free guidance in a U-Net's latent space, from z_T ~ N(0, I) of ``shape``.
+
+    The same loop serves images (B, C, h, w) and videos (B, C, T, h, w): only the U-Net differs.
+    """
     device, dtype = unet.conv_in.weight.device, unet.conv_in.weight.dtype
-    condition = encode_prompts(tokenizer, text_encoder, prompts).to(dtype)
-    null_condition = encode_prompts(tokenizer, text_encoder, [negative_prompt] * len(prompts)).to(dtype)
 
     def unet_in_continuous_time(z_t, t, context):
         return unet(z_t, settings.schedule.timestep_from_t(t.double().cpu()).to(device), context)
@@ -81,16 +76,40 @@ def text_to_image(unet: UNet2DConditionModel, vae, text_encoder, tokenizer, sett
         def model_fn(z_t, t):
             return unet_in_continuous_time(z_t, t, condition)
 
-    shape = (len(prompts), unet.config.in_channels, height // vae_scale, width // vae_scale)
     z_T = torch.randn(shape, generator=generator, dtype=dtype).to(device)
-    latents = sample(model_fn, z_T, settings.schedule, settings.times(num_steps), sampler="ddim",
-                     prediction_type=settings.prediction_type, progress=progress)
+    return sample(model_fn, z_T, settings.schedule, settings.times(num_steps), sampler="ddim",
+                  prediction_type=settings.prediction_type, progress=progress)
+
+
+def latent_size(unet, vae, height: int | None, width: int | None) -> tuple[int, int]:
+    """(h, w) of the latents for an output of height x width (default: the U-Net's sample_size)."""
+    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    height = height or unet.config.sample_size * vae_scale
+    width = width or unet.config.sample_size * vae_scale
+    if height % vae_scale or width % vae_scale:
+        raise ValueError(f"height and width must be multiples of the VAE's factor {vae_scale}, got {height}x{width}")
+    return height // vae_scale, width // vae_scale
+
+
+@torch.no_grad()
+def text_to_image(unet: UNet2DConditionModel, vae, text_encoder, tokenizer, settings: SamplerSettings,
+                  prompts: list[str], *, negative_prompt: str = "", num_steps: int = 50, guidance_scale: float = 7.5,
+                  height: int | None = None, width: int | None = None, generator: torch.Generator | None = None,
+                  progress: bool = True) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1] for a list of prompts."""
+    h, w = latent_size(unet, vae, height, width)
+    dtype = unet.conv_in.weight.dtype
+    condition = encode_prompts(tokenizer, text_encoder, prompts).to(dtype)
+    null_condition = encode_prompts(tokenizer, text_encoder, [negative_prompt] * len(prompts)).to(dtype)
+    latents = sample_latents(unet, settings, condition, null_condition, (len(prompts), unet.config.in_channels, h, w),
+                             num_steps=num_steps, guidance_scale=guidance_scale, generator=generator, progress=progress)
     images = vae.decode(latents / vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1)
 
 
-def load_components(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-    """Our U-Net plus the published VAE, text encoder and tokenizer from a diffusers pipeline folder.
+def load_components(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                    unet_class=UNet2DConditionModel):
+    """Our U-Net (``unet_class``) plus the published VAE, text encoder and tokenizer from a diffusers pipeline folder.
 
     Returns (unet, vae, text_encoder, tokenizer, settings). Nothing is downloaded: ``folder`` is a
     local copy (or a Hugging Face cache snapshot) of the checkpoint.
@@ -103,7 +122,7 @@ def load_components(folder: str | Path, *, dtype: torch.dtype | None = None, dev
         if not (folder / part).is_dir():
             raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder: it has no {part}/ "
                                     f"(found: {sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'nothing'})")
-    unet = UNet2DConditionModel.from_pretrained(folder, "unet", dtype=dtype, device=device)
+    unet = unet_class.from_pretrained(folder, "unet", dtype=dtype, device=device)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype).to(device).eval()
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
