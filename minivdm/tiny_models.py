@@ -51,6 +51,8 @@ def train_image_denoiser(prediction_type: str, out: str | Path, *, config: Train
         return diffusion_loss(model, batch, CHAPTER1_SCHEDULE, prediction_type, generator=generator)
 
     result = train(model, next_batch, loss_fn, config, checkpoint_dir)
+    if not result.is_main_process:
+        return Path(out)
     metadata = {
         "command": command, "model_config": json.dumps(asdict(model.config)), "train_config": describe(config),
         "batch_size": str(batch_size), "dataset_size": str(dataset_size), "train_seconds": f"{result.seconds:.0f}",
@@ -142,6 +144,8 @@ def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainCon
 
     result = train(model, next_batch, loss_fn, config, checkpoint_dir)
     out = Path(out)
+    if not result.is_main_process:
+        return out
     trained = result.ema_model
     unet_config = {**TINY.to_diffusers(), "_minivdm": {"command": command, "train_config": describe(config),
                                                        "train_seconds": round(result.seconds), "prediction_type": "v",

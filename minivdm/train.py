@@ -11,6 +11,13 @@ are written to ``<checkpoint_dir>/last.pt`` via a temporary file and ``os.replac
 interrupted run never leaves a broken checkpoint, and ``train`` called again with the same
 directory continues from the last step it saved, reproducing the uninterrupted run exactly. A finished
 run can be extended by calling it again with a larger ``steps``.
+
+The same loop runs unchanged on several processes or GPUs under ``accelerate launch`` (data
+parallel): every process draws the same global batch, keeps its own contiguous shard of it
+(a ``batch_size / num_processes`` slice along dim 0 of every tensor), and gradients are averaged
+across processes before each step. A ``loss_fn`` that draws no random numbers itself (noise and
+times drawn in ``next_batch``) therefore gives the same weights on any number of processes as on
+one. Only the main process shows progress and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ class TrainResult:
     losses: list[float]  # the mean loss of each logging window
     seconds: float
     resumed_from: int  # 0 for a fresh run
+    is_main_process: bool = True  # under a multi-process launch, the one process that writes files
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -97,10 +105,43 @@ def _update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float
         ema_param.lerp_(param, 1 - decay)
 
 
+def shard_batch(batch: Any, index: int, count: int) -> Any:
+    """The ``index``-th of ``count`` contiguous slices (dim 0) of every tensor in a (nested) batch."""
+    if count == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        if batch.shape[0] % count:
+            raise ValueError(f"a batch of {batch.shape[0]} cannot be split evenly over {count} processes; "
+                             "make the batch size a multiple of the number of processes")
+        return batch.chunk(count)[index]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard_batch(part, index, count) for part in batch)
+    if isinstance(batch, dict):
+        return {key: shard_batch(part, index, count) for key, part in batch.items()}
+    raise TypeError(f"a batch must be tensors in tuples, lists or dicts to be split over processes, got {type(batch).__name__}")
+
+
+def _loss_generator(generator: torch.Generator, seed: int, step: int, process_index: int,
+                    num_processes: int) -> torch.Generator:
+    """On one process, the shared generator itself. On several, each process gets its own, fixed by
+    (seed, step, process), so shards get different noise, the shared generator (and so the next
+    batch) is untouched, and a resumed run draws the same numbers without saving per-process state."""
+    if num_processes == 1:
+        return generator
+    return torch.Generator().manual_seed((seed << 40) + (step << 10) + process_index)
+
+
 def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], Any],
           loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], torch.Tensor], config: TrainConfig,
-          checkpoint_dir: str | Path | None = None, *, progress: bool = True) -> TrainResult:
-    """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir/last.pt`` if present."""
+          checkpoint_dir: str | Path | None = None, *, progress: bool = True, device: str = "cpu") -> TrainResult:
+    """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir/last.pt`` if present.
+
+    ``device`` is "cpu" or "cuda" (under ``accelerate launch`` each process takes its own GPU).
+    """
+    from accelerate import Accelerator  # imported here: a plain CPU run pays for it only when training
+    from accelerate.utils import send_to_device
+
+    accelerator = Accelerator(cpu=device == "cpu")
     torch.manual_seed(config.seed)  # dropout and any module that draws from the global generator
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
@@ -134,31 +175,38 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
             torch.set_rng_state(state["torch_rng"])
             losses, start_step = list(state["losses"]), int(state["step"])
 
+    # wrapped for data parallelism when launched on several processes; ``model`` stays the plain module
+    ema_model.to(accelerator.device)
+    parallel_model, optimizer = accelerator.prepare(model, optimizer)
+    model = accelerator.unwrap_model(parallel_model)
+    rank, world = accelerator.process_index, accelerator.num_processes
+
     def write_checkpoint(step: int) -> None:
-        if checkpoint_path is None:
-            return
-        _atomic_torch_save({
-            "config": asdict(config), "step": step, "losses": losses, "model": model.state_dict(),
-            "ema_model": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        }, checkpoint_path)
+        if checkpoint_path is not None and accelerator.is_main_process:
+            _atomic_torch_save({
+                "config": asdict(config), "step": step, "losses": losses, "model": model.state_dict(),
+                "ema_model": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            }, checkpoint_path)
+        accelerator.wait_for_everyone()
 
     model.train()
     started = time.perf_counter()
     window: list[float] = []
-    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc="train", disable=not progress)
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc="train",
+               disable=not (progress and accelerator.is_main_process))
     for step in bar:
-        batch = next_batch(step, generator)
-        loss = loss_fn(model, batch, generator)
+        batch = send_to_device(shard_batch(next_batch(step, generator), rank, world), accelerator.device)
+        loss = loss_fn(parallel_model, batch, _loss_generator(generator, config.seed, step, rank, world))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower learning_rate or check the data")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        accelerator.backward(loss)  # averages the gradients over processes
+        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
         _update_ema(ema_model, model, config.ema_decay)
-        window.append(loss.item())
+        window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
         if len(window) == config.log_every:
             losses.append(sum(window) / len(window))
             window = []
@@ -167,7 +215,8 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
             write_checkpoint(step + 1)
     model.eval()
     ema_model.eval()
-    return TrainResult(model, ema_model, losses, time.perf_counter() - started, start_step)
+    accelerator.free_memory()
+    return TrainResult(model, ema_model, losses, time.perf_counter() - started, start_step, accelerator.is_main_process)
 
 
 def describe(config: TrainConfig) -> str:

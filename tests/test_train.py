@@ -116,3 +116,46 @@ def test_a_cosine_run_resumes_exactly_but_cannot_be_extended(tmp_path):
     assert torch.equal(resumed.model.weight, reference.model.weight)
     with pytest.raises(ValueError, match="different TrainConfig"):
         train(make_model(), next_batch, loss_fn, replace(cosine, steps=200), tmp_path / "run", progress=False)
+
+
+def _run_script(*command):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "distributed_training_script.py"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run([sys.executable, *command[:-2], str(script), *command[-2:]], env=environment,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_two_processes_with_half_batches_train_exactly_like_one_process(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a free port for the processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _run_script(str(tmp_path / "one.pt"), str(tmp_path / "ck1"))
+    # torch.distributed.run is the launcher `accelerate launch --multi_gpu` runs; on CPU the backend is gloo
+    _run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(port), str(tmp_path / "two.pt"), str(tmp_path / "ck2"))
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one["losses"][-1] < one["losses"][0] / 10, "the run did not learn"
+    assert one["shard_sizes"] == [16] and two["shard_sizes"] == [8], "each of 2 processes must see half the batch"
+    for name in one["model"]:
+        assert torch.allclose(one["model"][name], two["model"][name], atol=1e-5), name
+        assert torch.allclose(one["ema"][name], two["ema"][name], atol=1e-5), name
+    assert one["losses"] == pytest.approx(two["losses"], rel=1e-5)
+    assert (tmp_path / "ck2" / "last.pt").exists() and not list((tmp_path / "ck2").glob("*.tmp"))
+
+
+def test_a_batch_that_cannot_be_split_evenly_is_refused():
+    from minivdm.train import shard_batch
+
+    x = torch.arange(12).reshape(6, 2)
+    first, second = shard_batch((x, {"y": x[:, 0]}), 0, 2), shard_batch((x, {"y": x[:, 0]}), 1, 2)
+    assert torch.equal(torch.cat([first[0], second[0]]), x) and torch.equal(second[1]["y"], x[3:, 0])
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        shard_batch(x, 0, 4)
