@@ -3,6 +3,7 @@
     demo             the main job on the shipped tiny models: writes .mp4 and .gif files
     train-denoiser   reproduce a shipped chapter-1 denoiser
     train-text-to-image  reproduce the shipped toy text-to-image model
+    train-vdm        train the toy world's text-to-video VDM (chapter "Video Diffusion Models")
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
 """
@@ -34,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     text_to_image.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
     text_to_image.add_argument("--anneal-from", default=None,
                                help="second stage: start from this model folder and anneal the learning rate")
+
+    vdm = commands.add_parser("train-vdm", help="train the toy world's text-to-video VDM")
+    vdm.add_argument("--out", required=True, help="folder to write (vdm.safetensors, text_encoder/, tokenizer/)")
+    vdm.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    vdm.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+    vdm.add_argument("--dataset-size", type=int, default=None, help="override the recipe's number of clips")
+    vdm.add_argument("--anneal-from", default=None,
+                     help="second stage: start from this model folder and anneal the learning rate")
 
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth (images) or modelscope-t2v (video)")
@@ -81,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         print(train_text_to_image(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
                                   init_from=args.anneal_from, command=command))
+        return 0
+    if args.command == "train-vdm":
+        import dataclasses
+
+        from minivdm.toy_vdm import TOY_VDM_ANNEAL, TOY_VDM_TRAIN, train_toy_vdm
+
+        recipe = TOY_VDM_TRAIN if args.anneal_from is None else TOY_VDM_ANNEAL
+        config = recipe if args.steps is None else dataclasses.replace(recipe, steps=args.steps)
+        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        sizes = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}
+        print(train_toy_vdm(args.out, config=config, checkpoint_dir=args.checkpoint_dir, init_from=args.anneal_from,
+                            command=command, **sizes))
         return 0
     if args.command == "generate":
         from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video

@@ -1,0 +1,176 @@
+"""The toy world's text-to-video model (the "Video Diffusion Models" chapter): how it is trained,
+saved, loaded, sampled and scored.
+
+The factorised space-time U-Net (``minivdm.models.vdm_unet``) and the toy CLIP text encoder are trained
+together on toy-world clips (8 frames, 32x32), predicting v under the cosine schedule, with VDM's joint
+video-image training: each clip in a batch carries ``TOY_VDM_IMAGES_PER_CLIP`` extra independent
+still images appended along time, each with its own caption, which temporal attention keeps apart.
+Every random number of a step (clips, images, captions dropped, t, noise) is drawn in ``next_batch``,
+so the recipe trains identically on one process or several (``minivdm.train``).
+
+Saved as a folder: ``vdm.safetensors`` (U-Net weights; metadata: config, command, training figures),
+``text_encoder/`` and ``tokenizer/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from minivdm.configs.vdm import TINY_VDM
+from minivdm.diffusion import CosineSchedule
+from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
+from minivdm.diffusion.parameterization import training_target
+from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig
+from minivdm.tiny_models import DATA_DIR, read_metadata
+from minivdm.train import TrainConfig, describe, save_weights, train
+
+TOY_VDM_DIR = DATA_DIR / "toy_vdm"
+TOY_VDM_SCHEDULE = CosineSchedule(logsnr_max=20.0, logsnr_min=-20.0)
+TOY_VDM_FRAMES = 8
+TOY_VDM_IMAGES_PER_CLIP = 2
+TOY_VDM_BATCH_SIZE = 8  # clips per step; each is TOY_VDM_FRAMES + TOY_VDM_IMAGES_PER_CLIP frames
+TOY_VDM_DATASET_SIZE = 6000  # clips; the image pool is 3x that
+TOY_VDM_CAPTION_DROPOUT = 0.1  # the unconditional branch classifier-free guidance needs
+# A constant rate, so that a run can be extended (``--steps`` only grows); a cosine-annealed second
+# stage from the result (``--anneal-from``), as for the text-to-image model, sharpens it at the end.
+TOY_VDM_TRAIN = TrainConfig(steps=3000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
+                            checkpoint_every=50, log_every=50)
+TOY_VDM_ANNEAL = TrainConfig(steps=1000, learning_rate=5e-4, warmup_steps=50, ema_decay=0.995, seed=1,
+                             checkpoint_every=50, log_every=50, decay="cosine")
+
+
+class ToyTextToVideo(torch.nn.Module):
+    """``model(z_t, t, input_ids, num_images=0)`` predicts v; ``input_ids`` is (B, L), or (B, T, L) for a
+    caption per frame (the appended images of joint training have their own)."""
+
+    def __init__(self, vdm: VDMUNet, text_encoder):
+        super().__init__()
+        self.vdm, self.text_encoder = vdm, text_encoder
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, input_ids: torch.Tensor, num_images: int = 0) -> torch.Tensor:
+        if input_ids.ndim == 3:
+            batch = input_ids.shape[0]
+            context = self.text_encoder(input_ids.flatten(0, 1))[0]
+            context = context.unflatten(0, (batch, -1))  # (B, T, L, D)
+        else:
+            context = self.text_encoder(input_ids)[0]  # (B, L, D)
+        return self.vdm(z_t, TOY_VDM_SCHEDULE.log_snr(t).to(z_t.device), context, num_images=num_images)
+
+
+def _clip_batches(dataset_size: int, seed: int):
+    from minivdm.text import build_toy_tokenizer, encode_captions
+    from minivdm.toyworld import generate, generate_images
+    from minivdm.toyworld.world import ToyWorldConfig
+
+    tokenizer = build_toy_tokenizer()
+    clips = generate(dataset_size, seed=seed, config=ToyWorldConfig(frames=TOY_VDM_FRAMES))
+    images = generate_images(3 * dataset_size, seed=seed + 1)
+    clip_ids, _ = encode_captions(tokenizer, clips.captions)
+    image_ids, _ = encode_captions(tokenizer, images.captions)
+    empty_ids, _ = encode_captions(tokenizer, [""])
+    return tokenizer, clips.video, clip_ids, images.images, image_ids, empty_ids
+
+
+def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VDM_TRAIN,
+                  model_config: VDMUNetConfig = TINY_VDM, dataset_size: int = TOY_VDM_DATASET_SIZE,
+                  batch_size: int = TOY_VDM_BATCH_SIZE, checkpoint_dir: str | Path | None = None,
+                  init_from: str | Path | None = None, command: str = "") -> Path:
+    """Train the toy text-to-video VDM and write its folder (vdm.safetensors, text_encoder/, tokenizer/).
+
+    ``init_from`` starts from the weights of a folder this function wrote (a second stage).
+    """
+    from minivdm.text import build_toy_text_encoder, save_toy_text_stack
+
+    torch.manual_seed(config.seed)
+    model = ToyTextToVideo(VDMUNet(model_config), build_toy_text_encoder(seed=config.seed))
+    if init_from is not None:
+        start, _ = load_toy_vdm(init_from)
+        model.load_state_dict(start.state_dict(), strict=True)
+        model.train()
+    tokenizer, clips, clip_ids, images, image_ids, empty_ids = _clip_batches(dataset_size, config.seed)
+    frames, extra = TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP
+
+    def next_batch(step: int, generator: torch.Generator):
+        pick = torch.randint(len(clips), (batch_size,), generator=generator)
+        pick_images = torch.randint(len(images), (batch_size, extra), generator=generator)
+        # (B, C, T + extra, H, W): the clip's frames, then its appended still images
+        x = torch.cat([clips[pick], images[pick_images].permute(0, 2, 1, 3, 4)], dim=2)
+        ids = torch.cat([clip_ids[pick, None].expand(-1, frames, -1), image_ids[pick_images]], dim=1)  # (B, T', L)
+        dropped = torch.rand(batch_size, frames + extra, generator=generator) < TOY_VDM_CAPTION_DROPOUT
+        dropped[:, :frames] = dropped[:, :1]  # a clip's caption is dropped for all its frames at once
+        ids = torch.where(dropped[..., None], empty_ids, ids)
+        t = torch.rand(batch_size, generator=generator)
+        noise = torch.randn(x.shape, generator=generator)
+        return x, ids, t, noise
+
+    def loss_fn(model, batch, generator: torch.Generator) -> torch.Tensor:
+        x, ids, t, noise = batch
+        z_t, eps = add_noise(x, t, TOY_VDM_SCHEDULE, noise=noise)
+        alpha, sigma = alpha_sigma_for(TOY_VDM_SCHEDULE, t, x)
+        v_hat = model(z_t, t, ids, num_images=extra)
+        return torch.nn.functional.mse_loss(v_hat, training_target(x, eps, alpha, sigma, "v"))
+
+    result = train(model, next_batch, loss_fn, config, checkpoint_dir)
+    out = Path(out)
+    if not result.is_main_process:
+        return out
+    trained = result.ema_model
+    metadata = {
+        "command": command, "model_config": json.dumps(asdict(model_config)), "train_config": describe(config),
+        "batch_size": str(batch_size), "images_per_clip": str(extra), "dataset_size": str(dataset_size),
+        "train_seconds": f"{result.seconds:.0f}", "final_loss": f"{result.losses[-1]:.5f}" if result.losses else "",
+        "schedule": repr(TOY_VDM_SCHEDULE), "prediction_type": "v", "torch": torch.__version__,
+        "init_from": read_metadata(Path(init_from) / "vdm.safetensors")["command"] if init_from is not None else "",
+    }
+    save_weights(trained.vdm, out / "vdm.safetensors", metadata)
+    save_toy_text_stack(out, tokenizer, trained.text_encoder)
+    return out
+
+
+def load_toy_vdm(folder: str | Path = TOY_VDM_DIR, device: str | torch.device = "cpu"):
+    """(model, tokenizer) of the shipped toy text-to-video VDM; ``model(z_t, t, input_ids)`` predicts v."""
+    from minivdm.text import load_toy_text_stack
+
+    folder = Path(folder)
+    weights = folder / "vdm.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"no toy VDM at {folder}; train one with `python -m minivdm train-vdm --out {folder}`")
+    fields = json.loads(read_metadata(weights)["model_config"])
+    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
+    vdm = VDMUNet(replace(TINY_VDM, **fields))
+    vdm.load_state_dict(load_file(str(weights)), strict=True)
+    tokenizer, text_encoder = load_toy_text_stack(folder)
+    return ToyTextToVideo(vdm, text_encoder).to(device).eval(), tokenizer
+
+
+@torch.no_grad()
+def sample_toy_videos(model: ToyTextToVideo, tokenizer, prompts: list[str], *, guidance_scale: float = 3.0,
+                      num_steps: int = 30, num_frames: int = TOY_VDM_FRAMES, seed: int = 0,
+                      progress: bool = False) -> torch.Tensor:
+    """Videos (B, 3, T, 32, 32) in [-1, 1] for toy-world prompts: our DDIM with classifier-free guidance."""
+    from minivdm.diffusion import guided_model, sample
+    from minivdm.text import encode_captions
+
+    input_ids, _ = encode_captions(tokenizer, list(prompts))
+    null_ids, _ = encode_captions(tokenizer, [""] * len(prompts))
+    device = next(model.parameters()).device
+    model_fn = guided_model(model, input_ids.to(device), null_ids.to(device), guidance_scale)
+    z_1 = torch.randn(len(prompts), 3, num_frames, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+    x_0 = sample(model_fn, z_1, TOY_VDM_SCHEDULE, TOY_VDM_SCHEDULE.uniform_times(num_steps), prediction_type="v",
+                 progress=progress)
+    return x_0.clamp(-1, 1)
+
+
+def evaluate_toy_vdm(model: ToyTextToVideo, tokenizer, prompts: list[str], *, batch_size: int = 32,
+                     **sampling) -> dict[str, float]:
+    """Oracle scores of one sample per prompt: caption_accuracy = colour, shape and motion of every object right."""
+    from minivdm.toyworld.oracle import score_videos
+
+    videos = torch.cat([sample_toy_videos(model, tokenizer, prompts[i:i + batch_size], **sampling)
+                        for i in range(0, len(prompts), batch_size)])
+    return score_videos(videos.cpu(), prompts)
