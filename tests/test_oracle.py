@@ -195,3 +195,18 @@ def test_colour_fidelity_does_not_read_noise_as_a_scene():
     report = colour_fidelity(noise)
     assert report["readable_fraction"] == 0.0
     assert report["palette_distance"] > 0.2
+
+
+def test_seam_scores_tell_a_continuous_video_from_two_clips_spliced_together():
+    from minivdm.toyworld.oracle import seam_scores
+    from minivdm.toyworld.world import ToyWorldConfig
+
+    config = ToyWorldConfig(frames=16)
+    first, second = generate(32, seed=3, config=config), generate(32, seed=4, config=config)
+    continuous = seam_scores(first.video, [8])
+    spliced = seam_scores(torch.cat([first.video[:, :, :8], second.video[:, :, 8:]], dim=2), [8])
+    assert continuous["persistence"] == 1.0 and continuous["position_jump"] < 1.0  # measured 0.38 px
+    assert continuous["size_change"] < 0.05  # measured 0.015
+    assert spliced["persistence"] < 0.5 and spliced["position_jump"] > 3.0  # measured 0.16 and 7.0 px
+    with pytest.raises(ValueError, match="seams"):
+        seam_scores(first.video, [16])

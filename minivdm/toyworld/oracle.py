@@ -358,3 +358,35 @@ def colour_fidelity(video: Tensor, max_objects: int = 2) -> dict[str, float]:
         "background_error": float(background_error.mean()) if len(background_error) else float("nan"),
         "readable_fraction": _mean(readable),
     }
+
+
+@torch.no_grad()
+def seam_scores(video: Tensor, seams: list[int]) -> dict[str, float]:
+    """How well a video generated in pieces holds together where the pieces meet.
+
+    ``seams`` are the frame indices where a new piece starts (frame s follows s - 1). For every object
+    the oracle sees, at every seam: does it exist on both sides, how far does it jump beyond its usual
+    per-frame step (pixels), how much does its size change (fraction), and is its colour the same
+    palette colour throughout (the oracle tracks objects by colour). A continuous video scores
+    persistence 1, jump ~0 and size change ~0.
+    """
+    video = _as_video_batch(video)
+    frames = video.shape[2]
+    if not seams or any(isinstance(s, bool) or not isinstance(s, int) or not 0 < s < frames for s in seams):
+        raise ValueError(f"seams must be a non-empty list of frame indices in 1..{frames - 1}, got {seams!r}")
+    persisted, jumps, size_changes = [], [], []
+    for objects in read_video(video):
+        for obj in objects:
+            present = ~torch.isnan(obj.trajectory[:, 0])
+            steps = (obj.trajectory[1:] - obj.trajectory[:-1]).norm(dim=1)  # step into frame f + 1 at index f
+            ordinary = [steps[f] for f in range(frames - 1) if f + 1 not in seams and torch.isfinite(steps[f])]
+            usual_step = torch.stack(ordinary).median() if ordinary else torch.tensor(0.0)
+            for s in seams:
+                both_sides = bool(present[s - 1] and present[s])
+                persisted.append(both_sides)
+                if both_sides:
+                    jumps.append(float((steps[s - 1] - usual_step).abs()))
+                    before, after = float(obj.area[s - 1]), float(obj.area[s])
+                    size_changes.append(abs(after - before) / max(before, after))
+    return {"persistence": _mean([float(p) for p in persisted]), "position_jump": _mean(jumps),
+            "size_change": _mean(size_changes), "object_seams": float(len(persisted))}
