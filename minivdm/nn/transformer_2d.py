@@ -31,9 +31,12 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        # sublayer output first: a sum takes the memory layout of its first operand, and x may be a
+        # strided view of a (B, C, H, W) map (see Transformer2DModel); the fresh sublayer output is
+        # contiguous, so x becomes contiguous after the first residual and no later LayerNorm copies it
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x), context) + x
+        return self.ff(self.norm3(x)) + x
 
 
 class Transformer2DModel(nn.Module):
