@@ -57,6 +57,19 @@ def _device_and_dtype(device: str | None, dtype: str) -> tuple[str, torch.dtype]
     return device, DTYPES[dtype] if device != "cpu" else torch.float32
 
 
+def load_checked_components(config_name: str, configs: dict, hf_ids: dict, load_components, *, weights: str | None,
+                            device: str | None, dtype: str, check_config: bool):
+    """The components (unet, vae, text_encoder, tokenizer, settings) of a named config's pipeline, after checking the U-Net is that architecture."""
+    if config_name not in configs:
+        raise ValueError(f"config must be one of {sorted(configs)}, got {config_name!r}")
+    device, torch_dtype = _device_and_dtype(device, dtype)
+    folder = resolve_weights(weights, config_name, hf_ids)
+    components = load_components(folder, dtype=torch_dtype, device=device)
+    if check_config:
+        check_architecture(components[0].config, configs[config_name], config_name)
+    return components
+
+
 def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: str | None = None, steps: int = 50,
                    guidance_scale: float = 7.5, seed: int = 0, device: str | None = None, dtype: str = "fp16",
                    height: int | None = None, width: int | None = None, check_config: bool = True) -> Path:
@@ -65,13 +78,9 @@ def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: s
 
     from minivdm.methods.text_to_image import load_components, text_to_image
 
-    if config_name not in IMAGE_CONFIGS:
-        raise ValueError(f"config must be one of {sorted(IMAGE_CONFIGS)}, got {config_name!r}")
-    device, torch_dtype = _device_and_dtype(device, dtype)
-    folder = resolve_weights(weights, config_name, IMAGE_HF_IDS)
-    unet, vae, text_encoder, tokenizer, settings = load_components(folder, dtype=torch_dtype, device=device)
-    if check_config:
-        check_architecture(unet.config, IMAGE_CONFIGS[config_name], config_name)
+    unet, vae, text_encoder, tokenizer, settings = load_checked_components(
+        config_name, IMAGE_CONFIGS, IMAGE_HF_IDS, load_components, weights=weights, device=device, dtype=dtype,
+        check_config=check_config)
     images = text_to_image(unet, vae, text_encoder, tokenizer, settings, [prompt], num_steps=steps,
                            guidance_scale=guidance_scale, height=height, width=width,
                            generator=torch.Generator().manual_seed(seed))
@@ -90,13 +99,9 @@ def generate_video(config_name: str, prompt: str, out: str | Path, *, weights: s
     from minivdm.io.video_files import write_video
     from minivdm.methods.text_to_video import load_video_components, text_to_video
 
-    if config_name not in VIDEO_CONFIGS:
-        raise ValueError(f"config must be one of {sorted(VIDEO_CONFIGS)}, got {config_name!r}")
-    device, torch_dtype = _device_and_dtype(device, dtype)
-    folder = resolve_weights(weights, config_name, VIDEO_HF_IDS)
-    unet, vae, text_encoder, tokenizer, settings = load_video_components(folder, dtype=torch_dtype, device=device)
-    if check_config:
-        check_architecture(unet.config, VIDEO_CONFIGS[config_name], config_name)
+    unet, vae, text_encoder, tokenizer, settings = load_checked_components(
+        config_name, VIDEO_CONFIGS, VIDEO_HF_IDS, load_video_components, weights=weights, device=device, dtype=dtype,
+        check_config=check_config)
     video = text_to_video(unet, vae, text_encoder, tokenizer, settings, [prompt], num_frames=num_frames,
                           num_steps=steps, guidance_scale=guidance_scale, height=height, width=width,
                           generator=torch.Generator().manual_seed(seed))
