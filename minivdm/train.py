@@ -77,7 +77,7 @@ class TrainResult:
     model: torch.nn.Module
     ema_model: torch.nn.Module
     losses: list[float]  # the mean loss of each logging window
-    seconds: float
+    seconds: float  # training time of all segments of a resumed run, not only the last
     resumed_from: int  # 0 for a fresh run
     is_main_process: bool = True  # under a multi-process launch, the one process that writes files
 
@@ -148,7 +148,7 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, config.learning_rate_factor)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     losses: list[float] = []
-    start_step = 0
+    start_step, earlier_seconds = 0, 0.0
 
     checkpoint_path = None
     if checkpoint_dir is not None:
@@ -174,6 +174,7 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             losses, start_step = list(state["losses"]), int(state["step"])
+            earlier_seconds = float(state.get("seconds", 0.0))
 
     # wrapped for data parallelism when launched on several processes; ``model`` stays the plain module
     ema_model.to(accelerator.device)
@@ -187,6 +188,7 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
                 "config": asdict(config), "step": step, "losses": losses, "model": model.state_dict(),
                 "ema_model": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "seconds": earlier_seconds + time.perf_counter() - started,
             }, checkpoint_path)
         accelerator.wait_for_everyone()
 
@@ -216,7 +218,8 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     model.eval()
     ema_model.eval()
     accelerator.free_memory()
-    return TrainResult(model, ema_model, losses, time.perf_counter() - started, start_step, accelerator.is_main_process)
+    return TrainResult(model, ema_model, losses, earlier_seconds + time.perf_counter() - started, start_step,
+                       accelerator.is_main_process)
 
 
 def describe(config: TrainConfig) -> str:

@@ -48,10 +48,12 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
     with pytest.raises(Interrupt):
         train(make_model(), interrupting_batch, loss_fn, CONFIG, tmp_path / "run", progress=False)
     assert not list((tmp_path / "run").glob("*.tmp")), "a checkpoint write was left half done"
+    first_segment = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["seconds"]
     resumed = train(make_model(), next_batch, loss_fn, CONFIG, tmp_path / "run", progress=False)
     assert resumed.resumed_from == 40
     assert torch.equal(resumed.model.weight, reference.model.weight)
     assert torch.equal(resumed.ema_model.weight, reference.ema_model.weight)
+    assert 0 < first_segment < resumed.seconds, "training time must add up over the resumed segments"
 
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
