@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     text_to_image.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
     text_to_image.add_argument("--anneal-from", default=None,
                                help="second stage: start from this model folder and anneal the learning rate")
+    text_to_image.add_argument("--seed", type=int, default=None, help="override the recipe's seed (a fresh draw of the data)")
+    text_to_image.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
 
     vdm = commands.add_parser("train-vdm", help="train the toy world's text-to-video VDM")
     vdm.add_argument("--out", required=True, help="folder to write (vdm.safetensors, text_encoder/, tokenizer/)")
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         from minivdm.tiny_models import TEXT_TO_IMAGE_ANNEAL, TEXT_TO_IMAGE_TRAIN, train_text_to_image
 
         recipe = TEXT_TO_IMAGE_TRAIN if args.anneal_from is None else TEXT_TO_IMAGE_ANNEAL
-        config = recipe if args.steps is None else dataclasses.replace(recipe, steps=args.steps)
+        overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
+        config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         print(train_text_to_image(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
                                   init_from=args.anneal_from, command=command))

@@ -150,18 +150,20 @@ def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainCon
     unet_config = {**TINY.to_diffusers(), "_minivdm": {"command": command, "train_config": describe(config),
                                                        "train_seconds": round(result.seconds), "prediction_type": "v",
                                                        "schedule": repr(TEXT_TO_IMAGE_SCHEDULE),
-                                                       "init_from": _recorded_command(init_from),
+                                                       "init_from": _earlier_stages(init_from),
                                                        "final_loss": result.losses[-1] if result.losses else None}}
     save_component(trained.unet, out / "unet", unet_config)
     save_toy_text_stack(out, tokenizer, trained.text_encoder)
     return out
 
 
-def _recorded_command(folder: str | Path | None) -> str | None:
-    """The command that made the toy text-to-image model in ``folder`` (the provenance of a second stage)."""
+def _earlier_stages(folder: str | Path | None) -> list[str]:
+    """The commands that made the toy text-to-image model in ``folder``, oldest first (a later stage's provenance)."""
     if folder is None:
-        return None
-    return json.loads((Path(folder) / "unet" / "config.json").read_text())["_minivdm"]["command"]
+        return []
+    recorded = json.loads((Path(folder) / "unet" / "config.json").read_text())["_minivdm"]
+    before = recorded.get("init_from") or []
+    return [*([before] if isinstance(before, str) else before), recorded["command"]]
 
 
 def load_text_to_image(folder: str | Path = TEXT_TO_IMAGE_DIR, device: str | torch.device = "cpu"):

@@ -107,7 +107,7 @@ def test_the_annealing_stage_starts_from_the_given_model_and_records_where_it_ca
                          seed=1, decay="cosine")
     second = train_text_to_image(tmp_path / "second", config=anneal, dataset_size=16, init_from=first, command="stage two")
     recorded = json.loads((second / "unet" / "config.json").read_text())["_minivdm"]
-    assert recorded["init_from"] == "stage one" and recorded["command"] == "stage two"
+    assert recorded["init_from"] == ["stage one"] and recorded["command"] == "stage two"
     before, _ = load_text_to_image(first)
     after, _ = load_text_to_image(second)
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):

@@ -33,6 +33,7 @@ from minivdm.toyworld.world import ToyWorldConfig, background_frames, caption_fo
 from minivdm.validation import check_positive_int
 
 KINDS = ("normal", "static", "text_overlay", "low_quality")
+FOOTAGE_FPS = 8             # frames per second when footage is played or written to a file
 # Raw footage is mostly usable: when kinds are not given, half the clips are normal.
 KIND_PROBABILITIES = (0.5, 1 / 6, 1 / 6, 1 / 6)
 PAN_PROBABILITY = 0.3
