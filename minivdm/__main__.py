@@ -4,6 +4,8 @@
     train-denoiser   reproduce a shipped chapter-1 denoiser
     train-text-to-image  reproduce the shipped toy text-to-image model
     train-vdm        train the toy world's text-to-video VDM (chapter "Video Diffusion Models")
+    train-toy-clip   reproduce the shipped toy CLIP and aesthetic head (data curation)
+    curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
 """
@@ -45,6 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--dataset-size", type=int, default=None, help="override the recipe's number of clips")
     vdm.add_argument("--anneal-from", default=None,
                      help="second stage: start from this model folder and anneal the learning rate")
+
+    toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
+    toy_clip.add_argument("--out", required=True, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
+    toy_clip.add_argument("--steps", type=int, default=None, help="override the recipe's CLIP step count")
+    toy_clip.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+
+    curate = commands.add_parser("curate", help="split a folder of videos into clips, score and filter them")
+    curate.add_argument("input_dir", help="folder of .mp4 / .webm / .gif files (searched recursively)")
+    curate.add_argument("--out", required=True, help="JSON-lines file to write; an unfinished run is resumed")
+    curate.add_argument("--clip", default="none",
+                        help="'none', 'toy' (the shipped toy CLIP) or a local transformers CLIP folder")
+    curate.add_argument("--aesthetic-head", default=None, help="with a CLIP folder: aesthetic head (safetensors)")
+    curate.add_argument("--captioner", default="none",
+                        help="'none', 'toy-oracle' (the toy world's oracle) or module:function taking (3, 3, H, W) "
+                             "key frames in [-1, 1] and returning a caption")
+    curate.add_argument("--min-motion", type=float, default=None, help="override the motion threshold")
+    curate.add_argument("--max-text-area", type=float, default=None, help="override the text-area threshold")
+    curate.add_argument("--min-aesthetic", type=float, default=None, help="aesthetic threshold (needs --clip)")
+    curate.add_argument("--min-text-similarity", type=float, default=None,
+                        help="caption similarity threshold (needs --clip and --captioner)")
+    curate.add_argument("--no-progress", action="store_true")
 
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth (images) or modelscope-t2v (video)")
@@ -105,6 +128,17 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}
         print(train_toy_vdm(args.out, config=config, checkpoint_dir=args.checkpoint_dir, init_from=args.anneal_from,
                             command=command, **sizes))
+        return 0
+    if args.command == "train-toy-clip":
+        from minivdm.curation.toy_clip import train_toy_clip
+
+        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        print(train_toy_clip(args.out, steps=args.steps, checkpoint_dir=args.checkpoint_dir, command=command))
+        return 0
+    if args.command == "curate":
+        from minivdm.curation.folder_run import run_curate_command
+
+        print(run_curate_command(args))
         return 0
     if args.command == "generate":
         from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video

@@ -18,6 +18,11 @@ fi
 pip_install "torch==2.13.0" || pip_install "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
 pip_install -e ".[dev]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+# tesseract OCR: the curation chapter compares its text detector with it (tests skip when it is missing).
+if ! command -v tesseract >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq tesseract-ocr >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq tesseract-ocr; } >/dev/null 2>&1) \
+    || echo "note: could not install tesseract-ocr; its comparison tests will be skipped"
+fi
 
 if [ "${1:-}" != "--no-demo" ]; then
   .venv/bin/python -m minivdm demo --out outputs/demo

@@ -210,3 +210,16 @@ def test_seam_scores_tell_a_continuous_video_from_two_clips_spliced_together():
     assert spliced["persistence"] < 0.5 and spliced["position_jump"] > 3.0  # measured 0.16 and 7.0 px
     with pytest.raises(ValueError, match="seams"):
         seam_scores(first.video, [16])
+
+
+def test_the_oracle_captions_toy_clips_with_their_own_captions():
+    from minivdm.toyworld import caption_video, generate
+    from minivdm.toyworld.world import ToyWorldConfig
+
+    batch = generate(12, seed=5, config=ToyWorldConfig(frames=8))
+    for video, caption in zip(batch.video, batch.captions):
+        assert sorted(caption_video(video).split(" and ")) == sorted(caption.split(" and ")), caption
+    background_only = torch.full((3, 4, 32, 32), -0.8)
+    assert caption_video(background_only) == ""
+    with pytest.raises(ValueError, match=r"\(3, T, H, W\)"):
+        caption_video(batch.video)

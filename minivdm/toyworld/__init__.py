@@ -18,13 +18,13 @@ from minivdm.toyworld.world import (
     sample_objects,
     visible_masks,
 )
-from minivdm.toyworld.oracle import SeenObject, parse_caption, read_video, score_videos
+from minivdm.toyworld.oracle import SeenObject, caption_video, parse_caption, read_video, score_videos
 from minivdm.toyworld.footage import Footage, FootageClip, make_footage
 
 __all__ = [
     "BACKGROUND", "MOTIONS", "PALETTE", "SHAPES", "ToyBatch", "ToyObject", "ToyWorldConfig",
     "background_frames", "caption_for", "generate", "generate_images", "object_masks", "render",
     "sample_objects", "visible_masks",
-    "SeenObject", "parse_caption", "read_video", "score_videos",
+    "SeenObject", "caption_video", "parse_caption", "read_video", "score_videos",
     "Footage", "FootageClip", "make_footage",
 ]

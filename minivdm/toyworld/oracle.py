@@ -141,6 +141,24 @@ def read_video(video: Tensor) -> list[list[SeenObject]]:
     return results
 
 
+def caption_video(video: Tensor) -> str:
+    """The oracle as a captioner: the toy-world caption of what it sees in one video (3, T, H, W) in [-1, 1],
+    e.g. 'a red circle moving left and a blue square standing still' (objects in palette order; '' when
+    none is seen). Data curation uses it where a real pipeline runs a captioning model."""
+    if not isinstance(video, Tensor) or video.ndim != 4 or video.shape[0] != 3:
+        got = tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__
+        raise ValueError(f"video must be one (3, T, H, W) video in [-1, 1], got {got}")
+    parts = []
+    for seen in read_video(video)[0]:
+        part = f"a {seen.colour} {seen.shape}"
+        if seen.motion == "still":
+            part += " standing still"
+        elif seen.motion != "unknown":
+            part += f" moving {seen.motion}"
+        parts.append(part)
+    return " and ".join(parts)
+
+
 def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
     batch, _, frames, height, width = rgb.shape
     labels = label_pixels(rgb)                                                   # (B, T, H, W)

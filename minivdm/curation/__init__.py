@@ -1,0 +1,1 @@
+"""SVD-style data curation: cuts, motion, text, CLIP scores, the filter pipeline."""

@@ -1,0 +1,82 @@
+"""Reading a video file frame by frame, for jobs over long files (data curation).
+
+``read_video`` (``minivdm.io.video_files``) loads a whole clip; a raw video of an hour does not fit in
+memory as float frames. ``VideoStream`` yields one frame at a time, as (3, H, W) float32 in [-1, 1],
+and knows the file's frame rate before the first frame is read. Iterating it again reopens the file,
+so a job can pass over a video twice while holding one frame.
+
+.mp4 and .webm are decoded by ffmpeg (imageio-ffmpeg); .gif by Pillow, each stored frame repeated
+for its delay the way ``read_video`` does (so both readers give the same frames).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageSequence
+
+STREAM_SUFFIXES = (".mp4", ".webm", ".gif")
+
+
+def _frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1]; the inverse of the file writers' map."""
+    return rearrange(torch.from_numpy(np.array(frame[..., :3])), "h w c -> c h w").float() / 127.5 - 1.0
+
+
+def _gif_timing(image: Image.Image) -> tuple[float, list[int]]:
+    """(frame period in ms, delay of every stored frame in ms) of an open GIF, without decoding pixels."""
+    delays = [frame.info.get("duration", 0) for frame in ImageSequence.Iterator(image)]
+    recorded = re.fullmatch(rb"minivdm fps=(\d+)", image.info.get("comment", b""))
+    if recorded:
+        return 1000 / int(recorded.group(1)), delays
+    # a GIF from elsewhere: its shortest delay is one frame
+    return min((delay for delay in delays if delay > 0), default=100), delays
+
+
+class VideoStream:
+    """Frames of a video file, one at a time: ``for frame in VideoStream(path)`` gives (3, H, W) in [-1, 1].
+
+    ``fps`` is read when the stream is made; a file that cannot even be opened raises there. A file that
+    breaks part-way (truncated, corrupt) raises from the iteration, after the frames that could be read.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or pathlib.Path ending in {' or '.join(STREAM_SUFFIXES)}, "
+                            f"got {type(path).__name__}")
+        self.path = Path(path)
+        if self.path.suffix.lower() not in STREAM_SUFFIXES:
+            raise ValueError(f"unsupported video format {self.path.suffix or '(no suffix)'!r}; "
+                             f"supported: {', '.join(STREAM_SUFFIXES)}")
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no video file at {self.path}")
+        if self.path.suffix.lower() == ".gif":
+            with Image.open(self.path) as image:
+                period, _ = _gif_timing(image)
+            self.fps = 1000 / period
+        else:
+            self.fps = float(iio.immeta(self.path, plugin="FFMPEG")["fps"])
+        if not self.fps > 0:
+            raise ValueError(f"{self.path} reports a frame rate of {self.fps}; cannot place its frames in time")
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.path.suffix.lower() == ".gif":
+            yield from self._gif_frames()
+            return
+        for frame in iio.imiter(self.path, plugin="FFMPEG"):
+            yield _frame_to_tensor(frame)
+
+    def _gif_frames(self) -> Iterator[torch.Tensor]:
+        with Image.open(self.path) as image:
+            period, delays = _gif_timing(image)
+            for frame, delay in zip(ImageSequence.Iterator(image), delays):
+                tensor = _frame_to_tensor(np.asarray(frame.convert("RGB")))
+                for _ in range(max(1, round(delay / period))):
+                    yield tensor
