@@ -175,21 +175,26 @@ def write_video(path, video, fps: int = 8, scale: int = 1) -> Path:
     return path
 
 
+def gif_timing(image: Image.Image) -> tuple[float, list[int]]:
+    """(frame period in ms, delay of every stored frame in ms) of an open GIF, without decoding pixels.
+
+    Pillow merges identical consecutive frames into one longer frame, so a stored frame stands for
+    round(delay / period) frames of the video.
+    """
+    delays = [frame.info.get("duration", 0) for frame in ImageSequence.Iterator(image)]
+    recorded = re.fullmatch(rb"minivdm fps=(\d+)", image.info.get("comment", b""))
+    if recorded:
+        return 1000 / int(recorded.group(1)), delays
+    # a GIF from elsewhere: its shortest delay is one frame
+    return min((delay for delay in delays if delay > 0), default=100), delays
+
+
 def _read_gif_frames(path: Path) -> np.ndarray:
     """GIF frames on a constant frame rate: each stored frame repeated (its delay / frame period) times."""
     with Image.open(path) as image:
-        comment = image.info.get("comment", b"")
-        frames, delays = [], []
-        for frame in ImageSequence.Iterator(image):
-            frames.append(np.asarray(frame.convert("RGB")))
-            delays.append(frame.info.get("duration", 0))
-    recorded = re.fullmatch(rb"minivdm fps=(\d+)", comment)
-    if recorded:
-        period = 1000 / int(recorded.group(1))
-    else:
-        # A GIF from elsewhere: take its shortest delay as one frame.
-        period = min((delay for delay in delays if delay > 0), default=0)
-    counts = [max(1, round(delay / period)) if period > 0 else 1 for delay in delays]
+        period, delays = gif_timing(image)
+        frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    counts = [max(1, round(delay / period)) for delay in delays]
     return np.repeat(np.stack(frames), counts, axis=0)
 
 

@@ -12,7 +12,6 @@ for its delay the way ``read_video`` does (so both readers give the same frames)
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,22 +21,14 @@ import torch
 from einops import rearrange
 from PIL import Image, ImageSequence
 
+from minivdm.io.video_files import gif_timing
+
 STREAM_SUFFIXES = (".mp4", ".webm", ".gif")
 
 
 def _frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1]; the inverse of the file writers' map."""
     return rearrange(torch.from_numpy(np.array(frame[..., :3])), "h w c -> c h w").float() / 127.5 - 1.0
-
-
-def _gif_timing(image: Image.Image) -> tuple[float, list[int]]:
-    """(frame period in ms, delay of every stored frame in ms) of an open GIF, without decoding pixels."""
-    delays = [frame.info.get("duration", 0) for frame in ImageSequence.Iterator(image)]
-    recorded = re.fullmatch(rb"minivdm fps=(\d+)", image.info.get("comment", b""))
-    if recorded:
-        return 1000 / int(recorded.group(1)), delays
-    # a GIF from elsewhere: its shortest delay is one frame
-    return min((delay for delay in delays if delay > 0), default=100), delays
 
 
 class VideoStream:
@@ -59,7 +50,7 @@ class VideoStream:
             raise FileNotFoundError(f"no video file at {self.path}")
         if self.path.suffix.lower() == ".gif":
             with Image.open(self.path) as image:
-                period, _ = _gif_timing(image)
+                period, _ = gif_timing(image)
             self.fps = 1000 / period
         else:
             self.fps = float(iio.immeta(self.path, plugin="FFMPEG")["fps"])
@@ -75,7 +66,7 @@ class VideoStream:
 
     def _gif_frames(self) -> Iterator[torch.Tensor]:
         with Image.open(self.path) as image:
-            period, delays = _gif_timing(image)
+            period, delays = gif_timing(image)
             for frame, delay in zip(ImageSequence.Iterator(image), delays):
                 tensor = _frame_to_tensor(np.asarray(frame.convert("RGB")))
                 for _ in range(max(1, round(delay / period))):
