@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--dataset-size", type=int, default=None, help="override the recipe's number of clips")
     vdm.add_argument("--anneal-from", default=None,
                      help="second stage: start from this model folder and anneal the learning rate")
+    vdm.add_argument("--continue-from", default=None,
+                     help="start from this model folder with the first stage's recipe (constant learning rate)")
+    vdm.add_argument("--seed", type=int, default=None, help="override the recipe's seed (a fresh draw of the data)")
+    vdm.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
+    vdm.add_argument("--image-model", default=None,
+                     help="toy text-to-image folder to inflate into the first stage (default: the shipped one); "
+                          "'none' trains from random weights")
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
@@ -122,12 +129,17 @@ def main(argv: list[str] | None = None) -> int:
 
         from minivdm.toy_vdm import TOY_VDM_ANNEAL, TOY_VDM_TRAIN, train_toy_vdm
 
+        if args.anneal_from is not None and args.continue_from is not None:
+            parser.error("train-vdm: give --anneal-from or --continue-from, not both")
         recipe = TOY_VDM_TRAIN if args.anneal_from is None else TOY_VDM_ANNEAL
-        config = recipe if args.steps is None else dataclasses.replace(recipe, steps=args.steps)
+        overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
+        config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        sizes = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}
-        print(train_toy_vdm(args.out, config=config, checkpoint_dir=args.checkpoint_dir, init_from=args.anneal_from,
-                            command=command, **sizes))
+        options = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}
+        if args.image_model is not None:
+            options["image_model"] = None if args.image_model == "none" else args.image_model
+        print(train_toy_vdm(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
+                            init_from=args.anneal_from or args.continue_from, command=command, **options))
         return 0
     if args.command == "train-toy-clip":
         from minivdm.curation.toy_clip import train_toy_clip

@@ -2,8 +2,11 @@
 saved, loaded, sampled and scored.
 
 The factorised space-time U-Net (``minivdm.models.vdm_unet``) and the toy CLIP text encoder are trained
-together on toy-world clips (8 frames, 32x32), predicting v under the cosine schedule, with VDM's joint
-video-image training: each clip in a batch carries ``TOY_VDM_IMAGES_PER_CLIP`` extra independent
+together on toy-world clips (8 frames, 32x32), predicting v under the cosine schedule. They start from
+the toy text-to-image model (``minivdm.tiny_models``): its U-Net becomes the spatial layers and
+temporal attention starts as the identity (``VDMUNet.from_image_unet``), so training begins from a
+model that already draws the right objects in each frame and only has to learn time. Training uses
+VDM's joint video-image training: each clip in a batch carries ``TOY_VDM_IMAGES_PER_CLIP`` extra independent
 still images appended along time, each with its own caption, which temporal attention keeps apart.
 Every random number of a step (clips, images, captions dropped, t, noise) is drawn in ``next_batch``,
 so the recipe trains identically on one process or several (``minivdm.train``).
@@ -26,7 +29,7 @@ from minivdm.diffusion import CosineSchedule
 from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
 from minivdm.diffusion.parameterization import training_target
 from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig
-from minivdm.tiny_models import DATA_DIR, read_metadata
+from minivdm.tiny_models import DATA_DIR, TEXT_TO_IMAGE_DIR, load_text_to_image, read_metadata
 from minivdm.train import TrainConfig, describe, save_weights, train
 
 TOY_VDM_DIR = DATA_DIR / "toy_vdm"
@@ -38,9 +41,10 @@ TOY_VDM_DATASET_SIZE = 6000  # clips; the image pool is 3x that
 TOY_VDM_CAPTION_DROPOUT = 0.1  # the unconditional branch classifier-free guidance needs
 # A constant rate, so that a run can be extended (``--steps`` only grows); a cosine-annealed second
 # stage from the result (``--anneal-from``), as for the text-to-image model, sharpens it at the end.
-TOY_VDM_TRAIN = TrainConfig(steps=3000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
+# Lower than the image model's 1e-3: every layer but temporal attention starts already trained.
+TOY_VDM_TRAIN = TrainConfig(steps=3000, learning_rate=3e-4, warmup_steps=100, ema_decay=0.995, seed=0,
                             checkpoint_every=50, log_every=50)
-TOY_VDM_ANNEAL = TrainConfig(steps=1000, learning_rate=5e-4, warmup_steps=50, ema_decay=0.995, seed=1,
+TOY_VDM_ANNEAL = TrainConfig(steps=1000, learning_rate=3e-4, warmup_steps=50, ema_decay=0.995, seed=1,
                              checkpoint_every=50, log_every=50, decay="cosine")
 
 
@@ -79,19 +83,32 @@ def _clip_batches(dataset_size: int, seed: int):
 def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VDM_TRAIN,
                   model_config: VDMUNetConfig = TINY_VDM, dataset_size: int = TOY_VDM_DATASET_SIZE,
                   batch_size: int = TOY_VDM_BATCH_SIZE, checkpoint_dir: str | Path | None = None,
-                  init_from: str | Path | None = None, command: str = "") -> Path:
+                  init_from: str | Path | None = None, image_model: str | Path | None = TEXT_TO_IMAGE_DIR,
+                  command: str = "") -> Path:
     """Train the toy text-to-video VDM and write its folder (vdm.safetensors, text_encoder/, tokenizer/).
 
-    ``init_from`` starts from the weights of a folder this function wrote (a second stage).
+    ``init_from`` starts from the weights of a folder this function wrote (a second stage); otherwise
+    ``image_model`` (a toy text-to-image folder) is inflated into the first model, or, when None,
+    training starts from random weights with ``model_config``.
     """
     from minivdm.text import build_toy_text_encoder, save_toy_text_stack
 
     torch.manual_seed(config.seed)
-    model = ToyTextToVideo(VDMUNet(model_config), build_toy_text_encoder(seed=config.seed))
+    history = []  # the commands that made the starting weights, oldest first
     if init_from is not None:
-        start, _ = load_toy_vdm(init_from)
-        model.load_state_dict(start.state_dict(), strict=True)
-        model.train()
+        model, _ = load_toy_vdm(init_from)
+        model_config = model.vdm.config
+        history = _command_history(read_metadata(Path(init_from) / "vdm.safetensors"))
+    elif image_model is not None:
+        image, _ = load_text_to_image(image_model)
+        model = ToyTextToVideo(VDMUNet.from_image_unet(image.unet, name=model_config.name,
+                                                       max_relative_distance=model_config.max_relative_distance),
+                               image.text_encoder)
+        model_config = model.vdm.config
+        history = _command_history(json.loads((Path(image_model) / "unet" / "config.json").read_text())["_minivdm"])
+    else:
+        model = ToyTextToVideo(VDMUNet(model_config), build_toy_text_encoder(seed=config.seed))
+    model.train()
     tokenizer, clips, clip_ids, images, image_ids, empty_ids = _clip_batches(dataset_size, config.seed)
     frames, extra = TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP
 
@@ -125,11 +142,19 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         "batch_size": str(batch_size), "images_per_clip": str(extra), "dataset_size": str(dataset_size),
         "train_seconds": f"{result.seconds:.0f}", "final_loss": f"{result.losses[-1]:.5f}" if result.losses else "",
         "schedule": repr(TOY_VDM_SCHEDULE), "prediction_type": "v", "torch": torch.__version__,
-        "init_from": read_metadata(Path(init_from) / "vdm.safetensors")["command"] if init_from is not None else "",
+        "init_from": json.dumps(history),
     }
     save_weights(trained.vdm, out / "vdm.safetensors", metadata)
     save_toy_text_stack(out, tokenizer, trained.text_encoder)
     return out
+
+
+def _command_history(metadata: dict) -> list[str]:
+    """Every command behind a saved model, oldest first: its own ``init_from`` list, then its command."""
+    earlier = metadata.get("init_from") or []
+    if isinstance(earlier, str):  # safetensors metadata holds strings; older files held one command, not a list
+        earlier = json.loads(earlier) if earlier.startswith("[") else [earlier]
+    return [*earlier, metadata["command"]]
 
 
 def load_toy_vdm(folder: str | Path = TOY_VDM_DIR, device: str | torch.device = "cpu"):

@@ -1,10 +1,13 @@
 """The toy text-to-video VDM recipe: it writes a folder that loads back, and its batches are VDM's
 joint video-image batches (clips followed by independent captioned images)."""
 
+import json
+
 import pytest
 import torch
 
 from minivdm.__main__ import main
+from minivdm.tiny_models import TEXT_TO_IMAGE_DIR
 from minivdm.toy_vdm import TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP, load_toy_vdm, sample_toy_videos
 
 
@@ -15,11 +18,53 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     model, tokenizer = load_toy_vdm(out)
     from minivdm.tiny_models import read_metadata
 
-    assert read_metadata(out / "vdm.safetensors")["command"].startswith("python -m minivdm train-vdm")
+    metadata = read_metadata(out / "vdm.safetensors")
+    assert metadata["command"].startswith("python -m minivdm train-vdm")
+    # the first stage is inflated from the shipped text-to-image model: its whole recipe is recorded
+    image_recipe = json.loads((TEXT_TO_IMAGE_DIR / "unet" / "config.json").read_text())["_minivdm"]
+    assert json.loads(metadata["init_from"]) == [*image_recipe["init_from"], image_recipe["command"]]
     videos = sample_toy_videos(model, tokenizer, ["a red circle moving left", "a blue square"], num_steps=2)
     assert videos.shape == (2, 3, TOY_VDM_FRAMES, 32, 32) and videos.abs().max() <= 1
     with pytest.raises(FileNotFoundError, match="train-vdm"):
         load_toy_vdm(tmp_path / "nothing")
+
+    # a later stage starts from that folder; its metadata carries the whole chain and its own settings
+    later = tmp_path / "later"
+    assert main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--steps", "1", "--seed", "3",
+                 "--learning-rate", "1e-4", "--dataset-size", "16"]) == 0
+    later_metadata = read_metadata(later / "vdm.safetensors")
+    assert json.loads(later_metadata["init_from"]) == [*json.loads(metadata["init_from"]), metadata["command"]]
+    assert json.loads(later_metadata["train_config"])["learning_rate"] == 1e-4
+    assert json.loads(later_metadata["train_config"])["seed"] == 3
+    with pytest.raises(SystemExit):  # one starting point only
+        main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--anneal-from", str(out)])
+
+
+def test_first_stage_starts_from_the_image_model_and_learns_only_time_at_first(monkeypatch):
+    import minivdm.toy_vdm as toy_vdm
+    from minivdm.tiny_models import load_text_to_image
+
+    captured = {}
+
+    def capture(model, next_batch, loss_fn, config, checkpoint_dir):
+        captured["model"] = model
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toy_vdm, "train", capture)
+    with pytest.raises(KeyboardInterrupt):
+        toy_vdm.train_toy_vdm("unused", dataset_size=8)
+    video_model = captured["model"]
+    image_model, _ = load_text_to_image()
+    video_state = video_model.vdm.state_dict()
+    for name, weight in image_model.unet.state_dict().items():
+        assert torch.equal(video_state[name], weight), name
+    text_state = video_model.text_encoder.state_dict()
+    assert all(torch.equal(text_state[name], w) for name, w in image_model.text_encoder.state_dict().items())
+    temporal = [name for name in video_state if name not in image_model.unet.state_dict()]
+    assert temporal and all(".temporal_attentions." in name for name in temporal)
+    with pytest.raises(KeyboardInterrupt):  # the option to start from random weights
+        toy_vdm.train_toy_vdm("unused", dataset_size=8, image_model=None)
+    assert not torch.equal(captured["model"].vdm.conv_in.weight, image_model.unet.conv_in.weight)
 
 
 def test_a_training_batch_is_clips_then_captioned_still_images(monkeypatch):

@@ -10,7 +10,8 @@ from einops import rearrange
 from minivdm.configs.vdm import TINY_VDM
 from minivdm.diffusion.losses import diffusion_loss
 from minivdm.diffusion.schedules import CosineSchedule
-from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig
+from minivdm.models.unet_2d_condition import UNet2DConditionModel
+from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig, scaled_log_snr
 from minivdm.nn.relative_position import RelativePositionBias, TemporalAttention, joint_video_image_mask
 
 # smaller than TINY_VDM so every test runs in about a second on one CPU thread
@@ -24,7 +25,7 @@ def _randomise_zero_initialised(module: torch.nn.Module, *, temporal: bool = Tru
     """Random weights for the projections that start at zero (and the relative biases), so every path acts."""
     with torch.no_grad():
         for name, parameter in module.named_parameters():
-            is_temporal = "temporal.attention.to_out" in name or "relative_attention_bias" in name
+            is_temporal = ".temporal_attentions." in name and ("attention.to_out" in name or "relative_attention_bias" in name)
             if name.startswith("conv_out") or (temporal and is_temporal):
                 parameter.normal_(0.0, 0.3)
 
@@ -199,7 +200,47 @@ def test_bad_inputs_name_the_layout(case, message):
 def test_tiny_config_size():
     assert TINY_VDM == VDMUNetConfig()  # the dataclass defaults are the toy-world config
     count = sum(parameter.numel() for parameter in VDMUNet(TINY_VDM).parameters())
-    assert count == 2_189_615  # ~2.2 M: trains on a CPU
+    assert count == 1_803_975  # ~1.8 M: trains on a CPU
+    temporal = sum(p.numel() for name, p in VDMUNet(TINY_VDM).named_parameters() if ".temporal_attentions." in name)
+    # 7 blocks of LayerNorm (128), q, k, v (3 x 64 x 64), output (64 x 64 + 64), relative biases (4 heads x 31)
+    assert temporal == 7 * (128 + 3 * 64 * 64 + 64 * 64 + 64 + 4 * 31)
+    image = sum(parameter.numel() for parameter in UNet2DConditionModel(TINY_VDM.image_unet_config()).parameters())
+    assert count == image + temporal  # the rest is exactly the toy text-to-image U-Net
+
+
+# --- inflation: an image U-Net's weights become the spatial layers ---------------------------
+def _image_unet(seed: int = 0) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    image = UNet2DConditionModel(TEST_CONFIG.image_unet_config()).eval()
+    with torch.no_grad():  # a trained model has no zero output layer
+        image.conv_out.weight.normal_(0.0, 0.3)
+    return image
+
+
+def test_inflated_image_unet_predicts_what_the_image_model_does_on_every_frame():
+    image = _image_unet()
+    vdm = VDMUNet.from_image_unet(image, name="inflated").eval()
+    assert vdm.config == replace(TEST_CONFIG, name="inflated")
+    z_t, log_snr, context = _inputs()
+    with torch.no_grad():
+        video_out = vdm(z_t, log_snr, context, num_images=2)
+        # the image model conditions on a timestep in [0, 1000]; VDM's scaled log-SNR is that number
+        per_frame = torch.stack([image(z_t[:, :, k], scaled_log_snr(log_snr), context) for k in range(SHAPE[2])], dim=2)
+    torch.testing.assert_close(video_out, per_frame, atol=1e-5, rtol=1e-5)
+    assert per_frame.abs().mean() > 0.1  # a real prediction, not the zero of an untrained output layer
+    # and every spatial weight was copied, not just most of them
+    video_state = vdm.state_dict()
+    for name, weight in image.state_dict().items():
+        assert torch.equal(video_state[name], weight), name
+
+
+def test_inflation_refuses_an_image_unet_without_a_video_counterpart():
+    uneven_heads = replace(TEST_CONFIG.image_unet_config(), attention_head_dim=(2, 4))
+    with pytest.raises(ValueError, match="one head count on every attention level"):
+        VDMUNet.from_image_unet(UNet2DConditionModel(uneven_heads))
+    depth_conditioned = replace(TEST_CONFIG.image_unet_config(), in_channels=4)
+    with pytest.raises(ValueError, match="in_channels == out_channels"):
+        VDMUNet.from_image_unet(UNet2DConditionModel(depth_conditioned))
 
 
 def test_v_prediction_loss_decreases_with_joint_video_image_batch():

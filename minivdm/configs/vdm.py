@@ -10,7 +10,7 @@ from __future__ import annotations
 from minivdm.models.vdm_unet import VDMUNetConfig
 
 TINY_VDM = VDMUNetConfig(
-    name="tiny-vdm", in_channels=3, channels=(32, 64, 96), attention_levels=(False, True, True),
+    name="tiny-vdm", in_channels=3, channels=(32, 64, 64), attention_levels=(False, True, True),
     layers_per_block=1, heads=4, groups=8, cross_attention_dim=64, max_relative_distance=15,
 )
 

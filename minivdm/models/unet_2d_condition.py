@@ -74,7 +74,16 @@ class UNet2DConditionConfig:
         return config_to_diffusers(self, "UNet2DConditionModel")
 
 
-class UNetDownBlock(nn.Module):
+class UNetBlock(nn.Module):
+    """What the three block types share: ``attend``, the place where a video U-Net built on these blocks
+    (``minivdm.models.vdm_unet``) adds temporal attention after each spatial transformer."""
+
+    def attend(self, index: int, h, context, **frames):
+        """Spatial transformer ``index``: self-attention over the pixels of each image, cross-attention to text."""
+        return self.attentions[index](h, context)
+
+
+class UNetDownBlock(UNetBlock):
     """layers x [ResNet, (spatial transformer)], then an optional stride-2 downsampler."""
 
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, num_layers: int, with_attention: bool,
@@ -87,12 +96,12 @@ class UNetDownBlock(nn.Module):
         self.attentions = nn.ModuleList([_transformer(out_channels, heads, config) for _ in range(num_layers)] if with_attention else [])
         self.downsamplers = nn.ModuleList([Downsample2D(out_channels)] if add_downsample else [])
 
-    def forward(self, h, temb, context):
+    def forward(self, h, temb, context, **frames):
         skips = []
         for index, resnet in enumerate(self.resnets):
             h = resnet(h, temb)
             if self.attentions:
-                h = self.attentions[index](h, context)
+                h = self.attend(index, h, context, **frames)
             skips.append(h)
         for downsampler in self.downsamplers:
             h = downsampler(h)
@@ -100,7 +109,7 @@ class UNetDownBlock(nn.Module):
         return h, skips
 
 
-class UNetMidBlock(nn.Module):
+class UNetMidBlock(UNetBlock):
     """ResNet, spatial transformer, ResNet at the lowest resolution."""
 
     def __init__(self, channels: int, temb_channels: int, heads: int, config: UNet2DConditionConfig):
@@ -109,13 +118,13 @@ class UNetMidBlock(nn.Module):
                                       for _ in range(2)])
         self.attentions = nn.ModuleList([_transformer(channels, heads, config)])
 
-    def forward(self, h, temb, context):
+    def forward(self, h, temb, context, **frames):
         h = self.resnets[0](h, temb)
-        h = self.attentions[0](h, context)
+        h = self.attend(0, h, context, **frames)
         return self.resnets[1](h, temb)
 
 
-class UNetUpBlock(nn.Module):
+class UNetUpBlock(UNetBlock):
     """layers x [concatenate a skip, ResNet, (spatial transformer)], then an optional upsampler."""
 
     def __init__(self, in_channels: int, out_channels: int, prev_output_channels: int, temb_channels: int, num_layers: int,
@@ -130,11 +139,11 @@ class UNetUpBlock(nn.Module):
         self.attentions = nn.ModuleList([_transformer(out_channels, heads, config) for _ in range(num_layers)] if with_attention else [])
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels)] if add_upsample else [])
 
-    def forward(self, h, skips: list, temb, context):
+    def forward(self, h, skips: list, temb, context, **frames):
         for index, resnet in enumerate(self.resnets):
             h = resnet(torch.cat([h, skips.pop()], dim=1), temb)
             if self.attentions:
-                h = self.attentions[index](h, context)
+                h = self.attend(index, h, context, **frames)
         for upsampler in self.upsamplers:
             h = upsampler(h)
         return h

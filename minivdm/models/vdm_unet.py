@@ -15,9 +15,17 @@ Upsample2D, Transformer2DModel) unchanged; only TemporalAttention unfolds T.
 
     f_theta(z_t, lambda_t, c):  z_t (B, C, T, H, W), log-SNR lambda_t (B,), text c (B, L, D)
     encoder:  per level, layers_per_block x [ResBlock (+ SpatialTransformer -> TemporalAttention)],
-              a skip after each layer, Downsample between levels
+              a skip after each layer and after each Downsample
     middle:   ResBlock -> SpatialTransformer -> TemporalAttention -> ResBlock
-    decoder:  per level, layers_per_block x [concat skip, ResBlock (+ attention)], Upsample between levels
+    decoder:  per level, (layers_per_block + 1) x [concat skip, ResBlock (+ attention)], then Upsample
+
+The spatial layers are laid out, and named, exactly as the text-conditional image U-Net
+(``minivdm.models.unet_2d_condition``, diffusers' ``UNet2DConditionModel``); the temporal attention
+blocks sit beside them as ``temporal_attentions``. Temporal attention starts as the identity, so a
+freshly built VDMUNet is an image U-Net applied to every frame, and ``VDMUNet.from_image_unet``
+starts it from a trained image model's weights ("inflation", as Make-A-Video and Video LDM do):
+video training then only has to teach time. The toy VDM is trained that way from the toy
+text-to-image model.
 
 Noise-level conditioning is on the log-SNR lambda_t = log(alpha_t^2 / sigma_t^2), as in VDM, not on a
 schedule's t: the model then works with any schedule. lambda is unbounded (+inf for clean data), so
@@ -42,9 +50,11 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from minivdm.nn import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, timestep_embedding
+from minivdm.models.unet_2d_condition import (ATTENTION_DOWN, ATTENTION_UP, PLAIN_DOWN, PLAIN_UP,
+                                              UNet2DConditionConfig, UNet2DConditionModel, UNetBlock,
+                                              UNetDownBlock, UNetMidBlock, UNetUpBlock)
+from minivdm.nn import TimestepEmbedding, timestep_embedding
 from minivdm.nn.relative_position import TemporalAttention, joint_video_image_mask
-from minivdm.nn.transformer_2d import Transformer2DModel
 from minivdm.validation import check_tensor, check_video
 
 
@@ -55,52 +65,20 @@ def scaled_log_snr(log_snr: torch.Tensor) -> torch.Tensor:
     return phi * (1000.0 / (math.pi / 2))
 
 
-class SpaceTimeAttention(nn.Module):
-    """Spatial transformer on each frame (self-attention over H*W, cross-attention to text), then temporal attention."""
-
-    def __init__(self, channels: int, heads: int, cross_attention_dim: int, groups: int, max_distance: int):
-        super().__init__()
-        dim_head = channels // heads
-        self.spatial = Transformer2DModel(heads, dim_head, channels, cross_attention_dim=cross_attention_dim,
-                                          norm_num_groups=groups, use_linear_projection=True)
-        self.temporal = TemporalAttention(channels, heads, dim_head, max_distance)
-
-    def forward(self, h: torch.Tensor, context: torch.Tensor, num_frames: int, num_images: int) -> torch.Tensor:
-        """h ((B T), C, H, W), context ((B T), L, D) -> ((B T), C, H, W)."""
-        h = self.spatial(h, context)
-        return self.temporal(h, num_frames, num_images=num_images)
-
-
-class VDMLayer(nn.Module):
-    """One U-Net layer: a per-frame ResBlock with the log-SNR embedding, then (optionally) space-time attention."""
-
-    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, config: "VDMUNetConfig",
-                 with_attention: bool):
-        super().__init__()
-        self.resnet = ResnetBlock2D(in_channels, out_channels, temb_channels, config.groups)
-        self.attention = (SpaceTimeAttention(out_channels, config.heads, config.cross_attention_dim, config.groups,
-                                             config.max_relative_distance) if with_attention else None)
-
-    def forward(self, h, temb, context, num_frames: int, num_images: int) -> torch.Tensor:
-        h = self.resnet(h, temb)
-        if self.attention is not None:
-            h = self.attention(h, context, num_frames, num_images)
-        return h
-
-
 @dataclass(frozen=True)
 class VDMUNetConfig:
     """The defaults are the toy-world size (``minivdm.configs.vdm.TINY_VDM``)."""
 
     name: str = "tiny-vdm"
     in_channels: int = 3
-    channels: tuple[int, ...] = (32, 64, 96)  # one entry per resolution level: 32x32, 16x16, 8x8
+    channels: tuple[int, ...] = (32, 64, 64)  # one entry per resolution level: 32x32, 16x16, 8x8
     attention_levels: tuple[bool, ...] = (False, True, True)  # spatial attention over 1024 pixels is slow on a CPU
     layers_per_block: int = 1
     heads: int = 4  # dim_head = channels of the level // heads
     groups: int = 8
     cross_attention_dim: int = 64  # hidden size of the toy CLIP text encoder (minivdm.text)
     max_relative_distance: int = 15  # every distance of a 16-frame clip has its own bias
+    use_linear_projection: bool = False  # the spatial transformers' in/out projections: Linear, or 1x1 Conv
     prediction_type: str = "v"
     extra: dict = field(default_factory=dict)  # free-form notes saved with a checkpoint
 
@@ -113,48 +91,112 @@ class VDMUNetConfig:
                 raise ValueError(f"every entry of channels must be divisible by heads={self.heads} and "
                                  f"groups={self.groups}, got {self.channels}")
 
+    def image_unet_config(self) -> UNet2DConditionConfig:
+        """The image U-Net whose layers (same names, same shapes) are this model's spatial layers."""
+        return UNet2DConditionConfig(
+            name=f"{self.name}-spatial", sample_size=32, in_channels=self.in_channels, out_channels=self.in_channels,
+            block_out_channels=self.channels,
+            down_block_types=tuple(ATTENTION_DOWN if a else PLAIN_DOWN for a in self.attention_levels),
+            up_block_types=tuple(ATTENTION_UP if a else PLAIN_UP for a in reversed(self.attention_levels)),
+            layers_per_block=self.layers_per_block, attention_head_dim=self.heads,
+            cross_attention_dim=self.cross_attention_dim, norm_num_groups=self.groups,
+            use_linear_projection=self.use_linear_projection)
+
+
+def _temporal_attentions(block: UNetBlock, channels: int, config: VDMUNetConfig) -> nn.ModuleList:
+    """One temporal attention per spatial transformer of ``block``."""
+    return nn.ModuleList([TemporalAttention(channels, config.heads, channels // config.heads, config.max_relative_distance)
+                          for _ in block.attentions])
+
+
+class SpaceTimeAttend:
+    """Space, then time: the image block's spatial transformer ``index`` (each frame, with text), then its
+    temporal attention (each pixel, over the frames). Everything else in a block is the image U-Net's."""
+
+    def attend(self, index: int, h, context, *, num_frames: int, num_images: int):
+        h = self.attentions[index](h, context)
+        return self.temporal_attentions[index](h, num_frames, num_images=num_images)
+
+
+class VDMDownBlock(SpaceTimeAttend, UNetDownBlock):
+    def __init__(self, *args, config: VDMUNetConfig, **kwargs):
+        super().__init__(*args, config=config.image_unet_config(), **kwargs)
+        self.temporal_attentions = _temporal_attentions(self, self.resnets[0].conv1.out_channels, config)
+
+
+class VDMMidBlock(SpaceTimeAttend, UNetMidBlock):
+    def __init__(self, channels: int, temb_channels: int, heads: int, config: VDMUNetConfig):
+        super().__init__(channels, temb_channels, heads, config.image_unet_config())
+        self.temporal_attentions = _temporal_attentions(self, channels, config)
+
+
+class VDMUpBlock(SpaceTimeAttend, UNetUpBlock):
+    def __init__(self, *args, config: VDMUNetConfig, **kwargs):
+        super().__init__(*args, config=config.image_unet_config(), **kwargs)
+        self.temporal_attentions = _temporal_attentions(self, self.resnets[0].conv1.out_channels, config)
+
 
 class VDMUNet(nn.Module):
     def __init__(self, config: VDMUNetConfig = VDMUNetConfig()):
         super().__init__()
         self.config = config
-        channels = config.channels
+        channels, heads = config.channels, config.heads
         temb_channels = 4 * channels[0]
-        self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
         self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
+        self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
 
         self.down_blocks = nn.ModuleList()
-        self.downsamplers = nn.ModuleList()
-        previous = channels[0]
         for level, width in enumerate(channels):
-            layers = []
-            for _ in range(config.layers_per_block):
-                layers.append(VDMLayer(previous, width, temb_channels, config, config.attention_levels[level]))
-                previous = width
-            self.down_blocks.append(nn.ModuleList(layers))
             is_last = level == len(channels) - 1
-            self.downsamplers.append(nn.Identity() if is_last else Downsample2D(width))
-
-        self.mid_blocks = nn.ModuleList([
-            VDMLayer(previous, previous, temb_channels, config, with_attention=True),
-            VDMLayer(previous, previous, temb_channels, config, with_attention=False),
-        ])
+            self.down_blocks.append(VDMDownBlock(channels[max(level - 1, 0)], width, temb_channels,
+                                                 config.layers_per_block, config.attention_levels[level],
+                                                 not is_last, heads, config=config))
+        self.mid_block = VDMMidBlock(channels[-1], temb_channels, heads, config)
 
         self.up_blocks = nn.ModuleList()
-        self.upsamplers = nn.ModuleList()
-        for level, width in reversed(list(enumerate(channels))):
-            layers = []
-            for _ in range(config.layers_per_block):
-                layers.append(VDMLayer(previous + width, width, temb_channels, config, config.attention_levels[level]))
-                previous = width
-            self.up_blocks.append(nn.ModuleList(layers))
-            self.upsamplers.append(nn.Identity() if level == 0 else Upsample2D(width))
+        reversed_channels, reversed_attention = channels[::-1], config.attention_levels[::-1]
+        for level, width in enumerate(reversed_channels):
+            is_last = level == len(channels) - 1
+            self.up_blocks.append(VDMUpBlock(
+                reversed_channels[min(level + 1, len(channels) - 1)], width, reversed_channels[max(level - 1, 0)],
+                temb_channels, config.layers_per_block + 1, reversed_attention[level], not is_last, heads,
+                config=config))
 
-        self.norm_out = nn.GroupNorm(config.groups, channels[0])
+        self.conv_norm_out = nn.GroupNorm(config.groups, channels[0])
         self.conv_out = nn.Conv2d(channels[0], config.in_channels, 3, padding=1)
         # zero-init the output so the untrained model predicts 0, a neutral start for every parameterization
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+
+    @classmethod
+    def from_image_unet(cls, image_unet: UNet2DConditionModel, *, name: str = "vdm-from-image",
+                        max_relative_distance: int = 15) -> "VDMUNet":
+        """Inflate a trained image U-Net: its weights become the spatial layers, temporal attention starts
+        as the identity. The result predicts, frame by frame, exactly what the image model does.
+
+        Raises ValueError when the image U-Net's layout has no VDMUNet counterpart."""
+        image = image_unet.config
+        heads = set(h for h, t in zip(image.heads_per_block(), image.down_block_types) if t == ATTENTION_DOWN)
+        attention_levels = tuple(t == ATTENTION_DOWN for t in image.down_block_types)
+        if len(heads) > 1 or image.in_channels != image.out_channels:
+            raise ValueError(f"from_image_unet needs one head count on every attention level and in_channels == "
+                             f"out_channels, got attention_head_dim={image.attention_head_dim}, "
+                             f"in/out channels {image.in_channels}/{image.out_channels}")
+        config = VDMUNetConfig(
+            name=name, in_channels=image.in_channels, channels=tuple(image.block_out_channels),
+            attention_levels=attention_levels, layers_per_block=image.layers_per_block,
+            heads=heads.pop() if heads else 1, groups=image.norm_num_groups,
+            cross_attention_dim=image.cross_attention_dim, max_relative_distance=max_relative_distance,
+            use_linear_projection=image.use_linear_projection)
+        if config.image_unet_config().up_block_types != tuple(image.up_block_types) or image.norm_eps != 1e-5:
+            raise ValueError(f"from_image_unet needs up blocks mirroring the down blocks and norm_eps 1e-5, got {image}")
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(image_unet.state_dict(), strict=False)
+        not_temporal = [key for key in missing if ".temporal_attentions." not in key]
+        if not_temporal or unexpected:
+            raise ValueError(f"image U-Net weights do not fit the spatial layers: missing {not_temporal[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        return model
 
     def _check_inputs(self, z_t, log_snr, context, num_images) -> None:
         check_video(z_t, "z_t")
@@ -197,17 +239,13 @@ class VDMUNet(nn.Module):
             context = rearrange(context, "b t l d -> (b t) l d")
 
         h = self.conv_in(h)
-        skips = []
-        for layers, down in zip(self.down_blocks, self.downsamplers):
-            for layer in layers:
-                h = layer(h, temb, context, num_frames, num_images)
-                skips.append(h)
-            h = down(h)
-        for layer in self.mid_blocks:
-            h = layer(h, temb, context, num_frames, num_images)
-        for layers, up in zip(self.up_blocks, self.upsamplers):
-            for layer in layers:
-                h = layer(torch.cat([h, skips.pop()], dim=1), temb, context, num_frames, num_images)
-            h = up(h)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        skips = [h]
+        frames = {"num_frames": num_frames, "num_images": num_images}
+        for block in self.down_blocks:
+            h, block_skips = block(h, temb, context, **frames)
+            skips.extend(block_skips)
+        h = self.mid_block(h, temb, context, **frames)
+        for block in self.up_blocks:
+            h = block(h, skips, temb, context, **frames)
+        out = self.conv_out(F.silu(self.conv_norm_out(h)))
         return rearrange(out, "(b t) c h w -> b c t h w", t=num_frames)
