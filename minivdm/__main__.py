@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="start from this model folder with the first stage's recipe (constant learning rate)")
     vdm.add_argument("--seed", type=int, default=None, help="override the recipe's seed (a fresh draw of the data)")
     vdm.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
+    vdm.add_argument("--temporal-lr-factor", type=float, default=None,
+                     help="temporal attention trains at this multiple of the learning rate (it starts from zero)")
     vdm.add_argument("--image-model", default=None,
                      help="toy text-to-image folder to inflate into the first stage (default: the shipped one); "
                           "'none' trains from random weights")
@@ -127,12 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-vdm":
         import dataclasses
 
+        from minivdm.models.vdm_unet import TEMPORAL_PARAMETERS
         from minivdm.toy_vdm import TOY_VDM_ANNEAL, TOY_VDM_TRAIN, train_toy_vdm
 
         if args.anneal_from is not None and args.continue_from is not None:
             parser.error("train-vdm: give --anneal-from or --continue-from, not both")
         recipe = TOY_VDM_TRAIN if args.anneal_from is None else TOY_VDM_ANNEAL
         overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
+        if args.temporal_lr_factor is not None:
+            overrides["lr_multipliers"] = ((TEMPORAL_PARAMETERS, args.temporal_lr_factor),)
         config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         options = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}

@@ -51,6 +51,9 @@ class TrainConfig:
     # "constant" after warmup, or "cosine": decay to zero at the last step (annealing a model at the
     # end of training sharpens it; the decay depends on ``steps``, so such a run cannot be extended)
     decay: str = "constant"
+    # (name part, factor): parameters whose name contains the part train at learning_rate * factor, the
+    # first match counting; e.g. layers just added to a trained model, which start from zero
+    lr_multipliers: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         check_positive_int(self.steps, "steps")
@@ -61,6 +64,17 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.decay not in ("constant", "cosine"):
             raise ValueError(f"decay must be 'constant' or 'cosine', got {self.decay!r}")
+        for entry in self.lr_multipliers:
+            if len(entry) != 2 or not isinstance(entry[0], str) or not entry[1] > 0:
+                raise ValueError(f"lr_multipliers must hold (name part, factor > 0) pairs, got {self.lr_multipliers!r}")
+
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict]:
+        """The optimizer's parameter groups: one per learning rate, in the model's parameter order."""
+        groups: dict[float, list] = {}
+        for name, parameter in model.named_parameters():
+            factor = next((f for part, f in self.lr_multipliers if part in name), 1.0)
+            groups.setdefault(factor, []).append(parameter)
+        return [{"params": params, "lr": self.learning_rate * factor} for factor, params in groups.items()]
 
     def learning_rate_factor(self, step: int) -> float:
         """Multiplier of ``learning_rate`` at ``step``: linear warmup, then constant or cosine decay."""
@@ -144,7 +158,7 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     accelerator = Accelerator(cpu=device == "cpu")
     torch.manual_seed(config.seed)  # dropout and any module that draws from the global generator
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(config.parameter_groups(model), lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, config.learning_rate_factor)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     losses: list[float] = []
@@ -159,10 +173,10 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
             state = torch.load(checkpoint_path, weights_only=True)
             # with a constant rate only ``steps`` may change: nothing else depends on the total, so a
             # run extended from N to M steps is identical to one started with M
-            saved = {**state["config"]}
+            saved = {"lr_multipliers": (), **state["config"]}  # checkpoints from before that field had none
             if config.decay == "constant":
                 saved["steps"] = config.steps
-            if saved != asdict(config):
+            if json.dumps(saved, sort_keys=True) != describe(config):  # JSON: tuples and lists compare equal
                 raise ValueError(f"{checkpoint_path} was written by a different TrainConfig: {state['config']}; "
                                  "use a new checkpoint_dir or the same config (only steps may grow, and only with decay='constant')")
             if state["step"] > config.steps:

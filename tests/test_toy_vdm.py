@@ -31,11 +31,12 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     # a later stage starts from that folder; its metadata carries the whole chain and its own settings
     later = tmp_path / "later"
     assert main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--steps", "1", "--seed", "3",
-                 "--learning-rate", "1e-4", "--dataset-size", "16"]) == 0
+                 "--learning-rate", "1e-4", "--temporal-lr-factor", "10", "--dataset-size", "16"]) == 0
     later_metadata = read_metadata(later / "vdm.safetensors")
     assert json.loads(later_metadata["init_from"]) == [*json.loads(metadata["init_from"]), metadata["command"]]
     assert json.loads(later_metadata["train_config"])["learning_rate"] == 1e-4
     assert json.loads(later_metadata["train_config"])["seed"] == 3
+    assert json.loads(later_metadata["train_config"])["lr_multipliers"] == [[".temporal_attentions.", 10.0]]
     with pytest.raises(SystemExit):  # one starting point only
         main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--anneal-from", str(out)])
 

@@ -161,3 +161,20 @@ def test_a_batch_that_cannot_be_split_evenly_is_refused():
     assert torch.equal(torch.cat([first[0], second[0]]), x) and torch.equal(second[1]["y"], x[3:, 0])
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         shard_batch(x, 0, 4)
+
+
+def test_lr_multipliers_scale_the_step_of_the_named_parameters_only(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 2, bias=False))
+    torch.manual_seed(0)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    config = TrainConfig(steps=1, learning_rate=1e-3, warmup_steps=0, grad_clip=1e9, lr_multipliers=(("1.", 10.0),))
+    result = train(model, next_batch, lambda m, b, g: m(b).square().mean(), config, tmp_path / "ck", progress=False)
+    # Adam's first step moves every weight by about lr (its gradient's sign times lr)
+    moved = {name: (p.detach() - start[name]).abs() for name, p in result.model.named_parameters()}
+    torch.testing.assert_close(moved["0.weight"], torch.full((2, 2), 1e-3), rtol=1e-3, atol=0)
+    torch.testing.assert_close(moved["1.weight"], torch.full((2, 2), 1e-2), rtol=1e-3, atol=0)
+    # the factors are part of the config a checkpoint must match
+    with pytest.raises(ValueError, match="different TrainConfig"):
+        train(model, next_batch, loss_fn, replace(config, steps=2, lr_multipliers=()), tmp_path / "ck", progress=False)
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        TrainConfig(lr_multipliers=(("temporal", 0.0),))

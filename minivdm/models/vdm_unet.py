@@ -103,6 +103,9 @@ class VDMUNetConfig:
             use_linear_projection=self.use_linear_projection)
 
 
+TEMPORAL_PARAMETERS = ".temporal_attentions."  # in the name of every parameter the image U-Net does not have
+
+
 def _temporal_attentions(block: UNetBlock, channels: int, config: VDMUNetConfig) -> nn.ModuleList:
     """One temporal attention per spatial transformer of ``block``."""
     return nn.ModuleList([TemporalAttention(channels, config.heads, channels // config.heads, config.max_relative_distance)
@@ -192,7 +195,7 @@ class VDMUNet(nn.Module):
             raise ValueError(f"from_image_unet needs up blocks mirroring the down blocks and norm_eps 1e-5, got {image}")
         model = cls(config)
         missing, unexpected = model.load_state_dict(image_unet.state_dict(), strict=False)
-        not_temporal = [key for key in missing if ".temporal_attentions." not in key]
+        not_temporal = [key for key in missing if TEMPORAL_PARAMETERS not in key]
         if not_temporal or unexpected:
             raise ValueError(f"image U-Net weights do not fit the spatial layers: missing {not_temporal[:5]}, "
                              f"unexpected {unexpected[:5]}")
