@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
     vdm.add_argument("--temporal-lr-factor", type=float, default=None,
                      help="temporal attention trains at this multiple of the learning rate (it starts from zero)")
+    vdm.add_argument("--text-lr-factor", type=float, default=None,
+                     help="the text encoder trains at this multiple of the learning rate (the image model never "
+                          "needed its motion words)")
+    vdm.add_argument("--word-lr-factor", type=float, default=None,
+                     help="the text encoder's word embeddings train at this multiple of the learning rate (the "
+                          "motion words are still at their initial scale, drowned by the trained layers)")
     vdm.add_argument("--image-model", default=None,
                      help="toy text-to-image folder to inflate into the first stage (default: the shipped one); "
                           "'none' trains from random weights")
@@ -130,14 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         import dataclasses
 
         from minivdm.models.vdm_unet import TEMPORAL_PARAMETERS
-        from minivdm.toy_vdm import TOY_VDM_ANNEAL, TOY_VDM_TRAIN, train_toy_vdm
+        from minivdm.toy_vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_ANNEAL, TOY_VDM_TRAIN, WORD_EMBEDDINGS,
+                                     train_toy_vdm)
 
         if args.anneal_from is not None and args.continue_from is not None:
             parser.error("train-vdm: give --anneal-from or --continue-from, not both")
         recipe = TOY_VDM_TRAIN if args.anneal_from is None else TOY_VDM_ANNEAL
         overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
-        if args.temporal_lr_factor is not None:
-            overrides["lr_multipliers"] = ((TEMPORAL_PARAMETERS, args.temporal_lr_factor),)
+        # the first name part that matches a parameter sets its factor: word embeddings before the rest of the encoder
+        multipliers = ((TEMPORAL_PARAMETERS, args.temporal_lr_factor), (WORD_EMBEDDINGS, args.word_lr_factor),
+                       (TEXT_ENCODER_PARAMETERS, args.text_lr_factor))
+        if any(factor is not None for _, factor in multipliers):
+            overrides["lr_multipliers"] = tuple((part, factor) for part, factor in multipliers if factor is not None)
         config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         options = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}

@@ -8,6 +8,12 @@ temporal attention starts as the identity (``VDMUNet.from_image_unet``), so trai
 model that already draws the right objects in each frame and only has to learn time. Training uses
 VDM's joint video-image training: each clip in a batch carries ``TOY_VDM_IMAGES_PER_CLIP`` extra independent
 still images appended along time, each with its own caption, which temporal attention keeps apart.
+The text encoder comes from the image model too, and that model never needed the motion words
+(image captions have none): their embeddings are still at their initial scale (~0.02), while the
+trained layers build hidden states of norm ~60 from the colour and shape words, so after the final
+LayerNorm "moving left" and "moving right" differ by under 0.1% and the U-Net cannot tell them apart.
+Later stages therefore train the word embeddings (``WORD_EMBEDDINGS``) and the rest of the encoder at a
+multiple of the learning rate (``train-vdm --word-lr-factor/--text-lr-factor``).
 Every random number of a step (clips, images, captions dropped, t, noise) is drawn in ``next_batch``,
 so the recipe trains identically on one process or several (``minivdm.train``).
 
@@ -44,6 +50,8 @@ TOY_VDM_CAPTION_DROPOUT = 0.1  # the unconditional branch classifier-free guidan
 # Lower than the image model's 1e-3: every layer but temporal attention starts already trained.
 TOY_VDM_TRAIN = TrainConfig(steps=3000, learning_rate=3e-4, warmup_steps=100, ema_decay=0.995, seed=0,
                             checkpoint_every=50, log_every=50)
+TEXT_ENCODER_PARAMETERS = "text_encoder."  # in the name of every text encoder parameter of ToyTextToVideo
+WORD_EMBEDDINGS = "text_encoder.embeddings.token_embedding."  # its word (token) embedding table
 TOY_VDM_ANNEAL = TrainConfig(steps=1000, learning_rate=3e-4, warmup_steps=50, ema_decay=0.995, seed=1,
                              checkpoint_every=50, log_every=50, decay="cosine")
 

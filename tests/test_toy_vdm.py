@@ -8,7 +8,8 @@ import torch
 
 from minivdm.__main__ import main
 from minivdm.tiny_models import TEXT_TO_IMAGE_DIR
-from minivdm.toy_vdm import TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP, load_toy_vdm, sample_toy_videos
+from minivdm.toy_vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP, WORD_EMBEDDINGS,
+                             load_toy_vdm, sample_toy_videos)
 
 
 def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
@@ -31,12 +32,20 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     # a later stage starts from that folder; its metadata carries the whole chain and its own settings
     later = tmp_path / "later"
     assert main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--steps", "1", "--seed", "3",
-                 "--learning-rate", "1e-4", "--temporal-lr-factor", "10", "--dataset-size", "16"]) == 0
+                 "--learning-rate", "1e-4", "--temporal-lr-factor", "10", "--text-lr-factor", "5",
+                 "--word-lr-factor", "20", "--dataset-size", "16"]) == 0
     later_metadata = read_metadata(later / "vdm.safetensors")
     assert json.loads(later_metadata["init_from"]) == [*json.loads(metadata["init_from"]), metadata["command"]]
     assert json.loads(later_metadata["train_config"])["learning_rate"] == 1e-4
     assert json.loads(later_metadata["train_config"])["seed"] == 3
-    assert json.loads(later_metadata["train_config"])["lr_multipliers"] == [[".temporal_attentions.", 10.0]]
+    # the word embeddings come before the rest of the text encoder: the first matching name part sets the factor
+    assert json.loads(later_metadata["train_config"])["lr_multipliers"] == [
+        [".temporal_attentions.", 10.0], [WORD_EMBEDDINGS, 20.0], [TEXT_ENCODER_PARAMETERS, 5.0]]
+    # the name parts pick the text encoder's parameters, all of them and nothing else, and its word table alone
+    names = [name for name, _ in model.named_parameters()]
+    assert [name for name in names if TEXT_ENCODER_PARAMETERS in name] == \
+        ["text_encoder." + name for name, _ in model.text_encoder.named_parameters()]
+    assert [name for name in names if WORD_EMBEDDINGS in name] == ["text_encoder.embeddings.token_embedding.weight"]
     with pytest.raises(SystemExit):  # one starting point only
         main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--anneal-from", str(out)])
 

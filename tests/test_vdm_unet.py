@@ -12,7 +12,8 @@ from minivdm.diffusion.losses import diffusion_loss
 from minivdm.diffusion.schedules import CosineSchedule
 from minivdm.models.unet_2d_condition import UNet2DConditionModel
 from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig, scaled_log_snr
-from minivdm.nn.relative_position import RelativePositionBias, TemporalAttention, joint_video_image_mask
+from minivdm.nn.relative_position import (RelativePositionBias, RelativePositionValues, TemporalAttention,
+                                          joint_video_image_mask)
 
 # smaller than TINY_VDM so every test runs in about a second on one CPU thread
 TEST_CONFIG = VDMUNetConfig(name="test-vdm", channels=(16, 32), attention_levels=(True, True), heads=2, groups=4,
@@ -22,10 +23,10 @@ TEXT_LENGTH = 5
 
 
 def _randomise_zero_initialised(module: torch.nn.Module, *, temporal: bool = True) -> None:
-    """Random weights for the projections that start at zero (and the relative biases), so every path acts."""
+    """Random weights for the projections that start at zero (and the relative positions), so every path acts."""
     with torch.no_grad():
         for name, parameter in module.named_parameters():
-            is_temporal = ".temporal_attentions." in name and ("attention.to_out" in name or "relative_attention_bias" in name)
+            is_temporal = ".temporal_attentions." in name and ("attention.to_out" in name or "relative_" in name)
             if name.startswith("conv_out") or (temporal and is_temporal):
                 parameter.normal_(0.0, 0.3)
 
@@ -64,7 +65,13 @@ def test_relative_bias_depends_only_on_distance_and_sees_direction():
     assert not torch.equal(bias[:, 0, 4], bias[:, 0, 3])
 
 
-def test_temporal_attention_is_time_reversal_equivariant_only_without_bias():
+def _reverse_time(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    clips = rearrange(features, "(b t) c h w -> b t c h w", t=num_frames)
+    return rearrange(clips.flip(1), "b t c h w -> (b t) c h w")
+
+
+@pytest.mark.parametrize("table", ["relative_position.relative_attention_bias", "relative_values.relative_value_embedding"])
+def test_temporal_attention_is_time_reversal_equivariant_only_without_relative_positions(table):
     torch.manual_seed(0)
     layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
     with torch.no_grad():
@@ -72,16 +79,44 @@ def test_temporal_attention_is_time_reversal_equivariant_only_without_bias():
     num_frames = 5
     x = torch.randn(2 * num_frames, 8, 3, 3)  # ((B T), C, H, W)
 
-    def reverse_time(features):
-        clips = rearrange(features, "(b t) c h w -> b t c h w", t=num_frames)
-        return rearrange(clips.flip(1), "b t c h w -> (b t) c h w")
-
-    # zero bias: attention over frames cannot tell the order, reversing the input reverses the output
-    torch.testing.assert_close(layer(reverse_time(x), num_frames), reverse_time(layer(x, num_frames)))
+    # zero tables: attention over frames cannot tell the order, reversing the input reverses the output
+    torch.testing.assert_close(layer(_reverse_time(x, num_frames), num_frames),
+                               _reverse_time(layer(x, num_frames), num_frames))
     with torch.no_grad():
+        layer.get_parameter(table).normal_(0.0, 2.0)
+    difference = (layer(_reverse_time(x, num_frames), num_frames) - _reverse_time(layer(x, num_frames), num_frames)).abs().max()
+    assert difference > 1e-2  # either asymmetric table sees which way time runs
+
+
+def test_value_embeddings_tell_identical_frames_apart_and_biases_alone_cannot():
+    torch.manual_seed(0)
+    layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
+    with torch.no_grad():
+        layer.attention.to_out[0].weight.normal_()
         layer.relative_position.relative_attention_bias.normal_(0.0, 2.0)
-    difference = (layer(reverse_time(x), num_frames) - reverse_time(layer(x, num_frames))).abs().max()
-    assert difference > 1e-2  # an asymmetric bias sees which way time runs
+    num_frames = 6
+    x = torch.randn(2, 8, 3, 3).repeat_interleave(num_frames, dim=0)  # every frame of a clip the same
+
+    def spread(out):  # largest difference between a frame's output and its clip's first frame
+        clips = rearrange(out, "(b t) c h w -> b t c h w", t=num_frames)
+        return (clips - clips[:, :1]).abs().max()
+
+    # a weighted average of equal values is that value: a bias-only block gives every frame the same output
+    assert spread(layer(x, num_frames)) < 1e-5
+    with torch.no_grad():
+        layer.relative_values.relative_value_embedding.normal_()
+    assert spread(layer(x, num_frames)) > 1e-2  # out_i = v + sum_j A_ij r[j - i] depends on where frame i sits
+
+
+def test_relative_values_depend_only_on_distance():
+    layer = RelativePositionValues(heads=2, dim_head=3, max_distance=4)
+    with torch.no_grad():
+        layer.relative_value_embedding.normal_()
+    values = layer(num_frames=7)
+    assert values.shape == (2, 7, 7, 3)
+    assert torch.equal(values[:, :-1, :-1], values[:, 1:, 1:])
+    assert torch.equal(values[:, 0, 5], values[:, 0, 6])  # clipped at K
+    assert not torch.equal(values[:, 0, 1], values[:, 1, 0])
 
 
 def test_joint_video_image_mask_layout():
@@ -200,10 +235,11 @@ def test_bad_inputs_name_the_layout(case, message):
 def test_tiny_config_size():
     assert TINY_VDM == VDMUNetConfig()  # the dataclass defaults are the toy-world config
     count = sum(parameter.numel() for parameter in VDMUNet(TINY_VDM).parameters())
-    assert count == 1_803_975  # ~1.8 M: trains on a CPU
+    assert count == 1_817_863  # ~1.8 M: trains on a CPU
     temporal = sum(p.numel() for name, p in VDMUNet(TINY_VDM).named_parameters() if ".temporal_attentions." in name)
     # 7 blocks of LayerNorm (128), q, k, v (3 x 64 x 64), output (64 x 64 + 64), relative biases (4 heads x 31)
-    assert temporal == 7 * (128 + 3 * 64 * 64 + 64 * 64 + 64 + 4 * 31)
+    # and relative value embeddings (4 heads x 31 x 16)
+    assert temporal == 7 * (128 + 3 * 64 * 64 + 64 * 64 + 64 + 4 * 31 + 4 * 31 * 16)
     image = sum(parameter.numel() for parameter in UNet2DConditionModel(TINY_VDM.image_unet_config()).parameters())
     assert count == image + temporal  # the rest is exactly the toy text-to-image U-Net
 

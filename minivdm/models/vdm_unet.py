@@ -7,7 +7,8 @@ works either on each frame or along time at each pixel, never on both at once.
     space:  each 3x3 conv becomes a space-only 1x3x3 conv; spatial attention attends over the H*W
             pixels of one frame (frames in the batch), here followed by cross-attention to text
     time:   after each spatial attention block, temporal attention over the T frames of each pixel
-            (space in the batch) with learned relative position biases (minivdm.nn.relative_position)
+            (space in the batch) with learned relative positions, a bias on the logits and an
+            embedding on the values (minivdm.nn.relative_position)
 
 A 1x3x3 Conv3d is exactly a 3x3 Conv2d applied to every frame, so we fold the frames into the
 batch, "b c t h w -> (b t) c h w", and reuse the image blocks (ResnetBlock2D, Downsample2D,

@@ -3,18 +3,28 @@ r"""Temporal attention with learned relative positions, as in Video Diffusion Mo
 Video Diffusion Models (Ho, Salimans, Gritsenko, Chan, Norouzi, Fleet, 2022, arXiv:2204.03458, Sec. 3):
 after each spatial attention block of the factorised 3D U-Net comes a temporal attention block that
 attends over the T frames of each pixel, space folded into the batch ("(b h w) t c"), and uses
-relative position embeddings so the network knows the order of the frames. For every head
+relative position embeddings (Shaw, Uszkoreit, Vaswani, 2018, arXiv:1803.02155) so the network knows
+the order of the frames without absolute time. For every head, with d = j - i clipped to [-K, K],
 
-    A = softmax(Q K^T / sqrt(d_head) + B + M),    B[i, j] = b_head[clip(j - i, -K, K)]
+    A_ij  = softmax_j(q_i . k_j / sqrt(d_head) + b[d] + M_ij)      a learned scalar per distance (logits)
+    out_i = sum_j A_ij (v_j + r[d])                                a learned vector per distance (values)
 
-where B is a learned scalar bias per relative distance j - i (the form T5 uses, Raffel et al., 2020,
-arXiv:1910.10683) and M is the frame mask: 0 where frame i may attend to frame j, -inf where not.
+M is the frame mask: 0 where frame i may attend to frame j, -inf where not. The scalar b is the form
+T5 uses (Raffel et al., 2020, arXiv:1910.10683); the vector r is Shaw et al.'s value embedding.
+
+Why both. b decides *where* a frame looks (the previous frame, the next, all of them). r says, in
+the output, *where the information came from*. Without r, frames whose features are the same get
+the same output whatever b is: a weighted average of equal vectors is that vector. At high noise
+every frame of a clip looks alike, so a bias-only block cannot tell frame 0 from frame 7 and cannot
+draw "a square moving left" there (the square must sit further right in frame 0 than in frame 7).
+With r, out_i = v + sum_j A_ij r[j - i] differs from frame to frame: frame 0 only has keys ahead of it,
+the last frame only keys behind.
 
 Why clipped distances and not T5's log-spaced buckets: the toy world's clips hold 8-16 frames, so
-every distance up to K = 15 gets its own scalar (2K + 1 = 31 per head) and each is trained often;
+every distance up to K = 15 gets its own entry (2K + 1 per head) and each is trained often;
 buckets pay off only for sequences much longer than the number of parameters one would spend.
-The bias depends on i - j only (a shift of the clip leaves it unchanged) and is not symmetric
-(j - i = +1 and -1 are different scalars), so attention sees which way time runs.
+b and r depend on j - i only (a shift of the clip leaves them unchanged) and are not symmetric
+(j - i = +1 and -1 are different entries), so attention sees which way time runs.
 
 Joint video-image training (VDM Sec. 3): a batch's last ``num_images`` frames are independent images
 appended to each video. M lets each image attend only to itself and the video frames only among
@@ -47,6 +57,14 @@ def joint_video_image_mask(num_frames: int, num_images: int, device: torch.devic
     return allowed
 
 
+def relative_table_index(num_frames: int, max_distance: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, T) long: clip(j - i, -K, K) + K, the row of a (2K + 1)-entry table that query frame i uses for key frame j."""
+    check_positive_int(num_frames, "num_frames")
+    positions = torch.arange(num_frames, device=device)
+    distance = rearrange(positions, "j -> 1 j") - rearrange(positions, "i -> i 1")  # j - i
+    return distance.clamp(-max_distance, max_distance) + max_distance
+
+
 class RelativePositionBias(nn.Module):
     """One learned scalar per head and relative distance j - i in [-K, K]; (heads, T, T) additive bias."""
 
@@ -59,18 +77,33 @@ class RelativePositionBias(nn.Module):
 
     def forward(self, num_frames: int) -> torch.Tensor:
         """bias[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T)."""
-        check_positive_int(num_frames, "num_frames")
-        positions = torch.arange(num_frames, device=self.relative_attention_bias.device)
-        distance = rearrange(positions, "j -> 1 j") - rearrange(positions, "i -> i 1")  # j - i
-        index = distance.clamp(-self.max_distance, self.max_distance) + self.max_distance
+        index = relative_table_index(num_frames, self.max_distance, self.relative_attention_bias.device)
         return self.relative_attention_bias[:, index]
+
+
+class RelativePositionValues(nn.Module):
+    """One learned vector per head and relative distance j - i in [-K, K]; (heads, T, T, dim_head) value embeddings."""
+
+    def __init__(self, heads: int, dim_head: int, max_distance: int = 15):
+        super().__init__()
+        self.heads = check_positive_int(heads, "heads")
+        self.max_distance = check_positive_int(max_distance, "max_distance")
+        # zero at init: the block starts as plain attention (and, with to_out at zero, as the identity)
+        self.relative_value_embedding = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1,
+                                                                 check_positive_int(dim_head, "dim_head")))
+
+    def forward(self, num_frames: int) -> torch.Tensor:
+        """r[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T, dim_head)."""
+        index = relative_table_index(num_frames, self.max_distance, self.relative_value_embedding.device)
+        return self.relative_value_embedding[:, index]
 
 
 class TemporalAttention(nn.Module):
     r"""Residual self-attention over the frames of each pixel, with relative positions and a frame mask.
 
         tokens = LN(x) per pixel:  ((B H W), T, C)
-        out = x + to_out(Attention(tokens, mask = B + M))
+        A = softmax(Q K^T / sqrt(d_head) + b + M)     per head, (T, T)
+        out = x + to_out(A V + sum_j A_ij r[j - i])
 
     LayerNorm normalises each token (one pixel of one frame) on its own, so nothing but the masked
     attention moves information between frames. ``to_out`` starts at zero: the block starts as the
@@ -82,6 +115,7 @@ class TemporalAttention(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.attention = Attention(channels, heads, dim_head)
         self.relative_position = RelativePositionBias(heads, max_distance)
+        self.relative_values = RelativePositionValues(heads, dim_head, max_distance)
         nn.init.zeros_(self.attention.to_out[0].weight)
         nn.init.zeros_(self.attention.to_out[0].bias)
 
@@ -90,6 +124,14 @@ class TemporalAttention(nn.Module):
         allowed = joint_video_image_mask(num_frames, num_images, device)
         return self.relative_position(num_frames).masked_fill(~allowed, float("-inf"))
 
+    def attention_weights(self, tokens: torch.Tensor, num_frames: int, num_images: int = 0) -> torch.Tensor:
+        """A for normalised tokens ((B H W), T, C): (N, heads, T, T), rows sum to 1, 0 where the mask forbids."""
+        attention = self.attention
+        q = rearrange(attention.to_q(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
+        k = rearrange(attention.to_k(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
+        logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        return torch.softmax(logits + self.attention_bias(num_frames, num_images, tokens.device).to(logits.dtype), dim=-1)
+
     def forward(self, x: torch.Tensor, num_frames: int, *, num_images: int = 0) -> torch.Tensor:
         """x: frames folded into the batch ((B T), C, H, W) -> ((B T), C, H, W)."""
         check_positive_int(num_frames, "num_frames")
@@ -97,8 +139,11 @@ class TemporalAttention(nn.Module):
             raise ValueError(f"TemporalAttention takes features ((B T), C, H, W) with B*T divisible by "
                              f"num_frames={num_frames}, got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
-        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)
-        # the mask broadcasts over the (B H W) sequences: every pixel sees the same frame structure
-        mask = self.attention_bias(num_frames, num_images, x.device).to(x.dtype)
-        h = self.attention(self.norm(tokens), mask=mask)
-        return x + rearrange(h, "(b h w) t c -> (b t) c h w", h=height, w=width)
+        tokens = self.norm(rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames))
+        # T is at most a few dozen frames: the (T, T) weights are small, so they are formed explicitly
+        # (the value embeddings need them; a fused kernel would not return them)
+        weights = self.attention_weights(tokens, num_frames, num_images)
+        v = rearrange(self.attention.to_v(tokens), "n t (heads d) -> n heads t d", heads=self.attention.heads)
+        out = weights @ v + torch.einsum("nhij,hijd->nhid", weights, self.relative_values(num_frames).to(v.dtype))
+        out = self.attention.to_out[1](self.attention.to_out[0](rearrange(out, "n heads t d -> n t (heads d)")))
+        return x + rearrange(out, "(b h w) t c -> (b t) c h w", h=height, w=width)

@@ -82,12 +82,8 @@ def temporal_attention_weights(layer: TemporalAttention, x: torch.Tensor, num_fr
         raise ValueError(f"x must be ((B T), C, H, W) with B*T divisible by num_frames={num_frames}, "
                          f"got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    attention = layer.attention
     tokens = layer.norm(rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames))
-    q = rearrange(attention.to_q(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
-    k = rearrange(attention.to_k(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
-    logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + layer.attention_bias(num_frames, num_images, x.device)
-    weights = torch.softmax(logits.float(), dim=-1)
+    weights = layer.attention_weights(tokens, num_frames, num_images).float()
     return rearrange(weights, "(b h w) heads i j -> b h w heads i j", h=height, w=width)
 
 
