@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--seed", type=int, default=None, help="override the recipe's seed (a fresh draw of the data)")
     vdm.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
     vdm.add_argument("--temporal-lr-factor", type=float, default=None,
-                     help="temporal attention trains at this multiple of the learning rate (it starts from zero)")
+                     help="the layers the image model lacks (temporal attention, the pooled-text projection) train at "
+                          "this multiple of the learning rate (they start from zero)")
     vdm.add_argument("--text-lr-factor", type=float, default=None,
                      help="the text encoder trains at this multiple of the learning rate (the image model never "
                           "needed its motion words)")
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-vdm":
         import dataclasses
 
-        from minivdm.models.vdm_unet import TEMPORAL_PARAMETERS
+        from minivdm.models.vdm_unet import VIDEO_ONLY_PARAMETERS
         from minivdm.toy_vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_ANNEAL, TOY_VDM_TRAIN, WORD_EMBEDDINGS,
                                      train_toy_vdm)
 
@@ -144,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = TOY_VDM_TRAIN if args.anneal_from is None else TOY_VDM_ANNEAL
         overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
         # the first name part that matches a parameter sets its factor: word embeddings before the rest of the encoder
-        multipliers = ((TEMPORAL_PARAMETERS, args.temporal_lr_factor), (WORD_EMBEDDINGS, args.word_lr_factor),
-                       (TEXT_ENCODER_PARAMETERS, args.text_lr_factor))
+        multipliers = (*((part, args.temporal_lr_factor) for part in VIDEO_ONLY_PARAMETERS),
+                       (WORD_EMBEDDINGS, args.word_lr_factor), (TEXT_ENCODER_PARAMETERS, args.text_lr_factor))
         if any(factor is not None for _, factor in multipliers):
             overrides["lr_multipliers"] = tuple((part, factor) for part, factor in multipliers if factor is not None)
         config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})

@@ -34,7 +34,7 @@ from minivdm.configs.vdm import TINY_VDM
 from minivdm.diffusion import CosineSchedule
 from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
 from minivdm.diffusion.parameterization import training_target
-from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig
+from minivdm.models.vdm_unet import FRAME_INDEX_PARAMETERS, POOLED_TEXT_PARAMETERS, VDMUNet, VDMUNetConfig
 from minivdm.tiny_models import DATA_DIR, TEXT_TO_IMAGE_DIR, load_text_to_image, read_metadata
 from minivdm.train import TrainConfig, describe, save_weights, train
 
@@ -176,9 +176,21 @@ def load_toy_vdm(folder: str | Path = TOY_VDM_DIR, device: str | torch.device = 
     fields = json.loads(read_metadata(weights)["model_config"])
     fields = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
     vdm = VDMUNet(replace(TINY_VDM, **fields))
-    vdm.load_state_dict(load_file(str(weights)), strict=True)
+    vdm.load_state_dict(_upgrade_older_weights(load_file(str(weights)), vdm), strict=True)
     tokenizer, text_encoder = load_toy_text_stack(folder)
     return ToyTextToVideo(vdm, text_encoder).to(device).eval(), tokenizer
+
+
+def _upgrade_older_weights(state: dict[str, torch.Tensor], vdm: VDMUNet) -> dict[str, torch.Tensor]:
+    """Weights written before the relative key embeddings, the pooled text and the frame index existed
+    (the toy VDM's stages 1-3; README) get those layers at zero, the value they start training from:
+    the same function. Any other mismatch is left for load_state_dict to report."""
+    state = {key.replace("relative_values.relative_value_embedding", "relative_values.embedding"): value
+             for key, value in state.items()}
+    for key, value in vdm.state_dict().items():
+        if key not in state and ("relative_keys." in key or any(key.startswith(part) for part in (POOLED_TEXT_PARAMETERS, FRAME_INDEX_PARAMETERS))):
+            state[key] = torch.zeros_like(value)
+    return state
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from minivdm.diffusion.losses import diffusion_loss
 from minivdm.diffusion.schedules import CosineSchedule
 from minivdm.models.unet_2d_condition import UNet2DConditionModel
 from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig, scaled_log_snr
-from minivdm.nn.relative_position import (RelativePositionBias, RelativePositionValues, TemporalAttention,
+from minivdm.nn.relative_position import (RelativePositionBias, RelativePositionVectors, TemporalAttention,
                                           joint_video_image_mask)
 
 # smaller than TINY_VDM so every test runs in about a second on one CPU thread
@@ -23,11 +23,13 @@ TEXT_LENGTH = 5
 
 
 def _randomise_zero_initialised(module: torch.nn.Module, *, temporal: bool = True) -> None:
-    """Random weights for the projections that start at zero (and the relative positions), so every path acts."""
+    """Random weights for the projections that start at zero (the video-only layers too unless ``temporal`` is
+    False), so every path acts."""
     with torch.no_grad():
         for name, parameter in module.named_parameters():
             is_temporal = ".temporal_attentions." in name and ("attention.to_out" in name or "relative_" in name)
-            if name.startswith("conv_out") or (temporal and is_temporal):
+            is_video_only = is_temporal or name.startswith(("text_embedding.", "frame_embedding."))
+            if name.startswith("conv_out") or (temporal and is_video_only):
                 parameter.normal_(0.0, 0.3)
 
 
@@ -70,7 +72,8 @@ def _reverse_time(features: torch.Tensor, num_frames: int) -> torch.Tensor:
     return rearrange(clips.flip(1), "b t c h w -> (b t) c h w")
 
 
-@pytest.mark.parametrize("table", ["relative_position.relative_attention_bias", "relative_values.relative_value_embedding"])
+@pytest.mark.parametrize("table", ["relative_position.relative_attention_bias", "relative_keys.embedding",
+                                   "relative_values.embedding"])
 def test_temporal_attention_is_time_reversal_equivariant_only_without_relative_positions(table):
     torch.manual_seed(0)
     layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
@@ -85,7 +88,7 @@ def test_temporal_attention_is_time_reversal_equivariant_only_without_relative_p
     with torch.no_grad():
         layer.get_parameter(table).normal_(0.0, 2.0)
     difference = (layer(_reverse_time(x, num_frames), num_frames) - _reverse_time(layer(x, num_frames), num_frames)).abs().max()
-    assert difference > 1e-2  # either asymmetric table sees which way time runs
+    assert difference > 1e-2  # any of the asymmetric tables sees which way time runs
 
 
 def test_value_embeddings_tell_identical_frames_apart_and_biases_alone_cannot():
@@ -104,14 +107,38 @@ def test_value_embeddings_tell_identical_frames_apart_and_biases_alone_cannot():
     # a weighted average of equal values is that value: a bias-only block gives every frame the same output
     assert spread(layer(x, num_frames)) < 1e-5
     with torch.no_grad():
-        layer.relative_values.relative_value_embedding.normal_()
+        layer.relative_values.embedding.normal_()
     assert spread(layer(x, num_frames)) > 1e-2  # out_i = v + sum_j A_ij r[j - i] depends on where frame i sits
 
 
-def test_relative_values_depend_only_on_distance():
-    layer = RelativePositionValues(heads=2, dim_head=3, max_distance=4)
+def test_key_embeddings_let_the_query_choose_the_direction_on_identical_frames():
+    torch.manual_seed(0)
+    layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
     with torch.no_grad():
-        layer.relative_value_embedding.normal_()
+        layer.relative_position.relative_attention_bias.normal_(0.0, 2.0)
+    num_frames = 6
+    frame = torch.randn(1, 8, 1, 1)
+    # two clips whose frames are all alike (as at high noise) but whose content differs, as "left" / "right" would
+    tokens = layer.norm(torch.cat([frame, -frame]).repeat_interleave(num_frames, dim=0).flatten(1))
+    tokens = rearrange(tokens, "(b t) c -> b t c", t=num_frames)
+
+    def forward_mass(weights):  # per clip: attention on later frames (j > i), summed over heads and queries
+        return torch.triu(weights, diagonal=1).sum((1, 2, 3))
+
+    # without key embeddings q_i . k_j is the same for every j: the pattern is the bias's, whatever the content
+    weights = layer.attention_weights(tokens, num_frames)
+    torch.testing.assert_close(weights[0], weights[1])
+    with torch.no_grad():
+        layer.relative_keys.embedding.normal_(0.0, 2.0)
+    weights = layer.attention_weights(tokens, num_frames)
+    assert (weights[0] - weights[1]).abs().max() > 0.1  # q_i . a[j - i]: the content picks where to look
+    assert (forward_mass(weights)[0] - forward_mass(weights)[1]).abs() > 0.1  # ... including forward or back in time
+
+
+def test_relative_vectors_depend_only_on_distance():
+    layer = RelativePositionVectors(heads=2, dim_head=3, max_distance=4)
+    with torch.no_grad():
+        layer.embedding.normal_()
     values = layer(num_frames=7)
     assert values.shape == (2, 7, 7, 3)
     assert torch.equal(values[:, :-1, :-1], values[:, 1:, 1:])
@@ -147,6 +174,13 @@ def test_appended_images_are_isolated_from_video_and_each_other():
         changed_video[:, :, video_frame] += torch.randn_like(changed_video[:, :, video_frame])
         out = model(changed_video, log_snr, context, num_images=num_images)
         assert _changed_frames(base, out) == [0, 1, 2, 3]  # the whole video, neither image
+
+        # each frame's own caption, pooled into its ResBlocks and read by its cross-attention, stays its own
+        per_frame = context[:, None].repeat(1, SHAPE[2], 1, 1)
+        other_caption = per_frame.clone()
+        other_caption[:, image_frame] = torch.randn_like(other_caption[:, image_frame])
+        base_per_frame = model(z_t, log_snr, per_frame, num_images=num_images)
+        assert _changed_frames(base_per_frame, model(z_t, log_snr, other_caption, num_images=num_images)) == [image_frame]
 
         # without the mask the same change to frame 4 reaches every frame: the test above can fail
         base_unmasked = model(z_t, log_snr, context, num_images=0)
@@ -193,6 +227,38 @@ def test_log_snr_and_text_change_the_prediction():
         assert torch.isfinite(model(z_t, torch.tensor([float("inf"), float("-inf")]), context)).all()
 
 
+def test_pooled_text_reaches_every_frame_without_cross_attention():
+    model = _model()
+    with torch.no_grad():  # silence every cross-attention: the pooled text is the only way in for the caption
+        for name, parameter in model.named_parameters():
+            if ".attn2.to_out." in name:
+                parameter.zero_()
+    z_t, log_snr, context = _inputs()
+    other = torch.randn_like(context)
+    with torch.no_grad():
+        assert _changed_frames(model(z_t, log_snr, context), model(z_t, log_snr, other)) == list(range(SHAPE[2]))
+        torch.nn.init.zeros_(model.text_embedding.weight)  # W_c = 0, as built: the caption no longer matters
+        torch.testing.assert_close(model(z_t, log_snr, context), model(z_t, log_snr, other))
+
+
+def test_frame_index_embedding_tells_frames_apart_but_not_appended_images():
+    model = _model(temporal=False)  # no temporal attention: only the frame index can make frames differ
+    z_t, log_snr, context = _inputs()
+    same_frames = z_t[:, :, :1].expand(-1, -1, SHAPE[2], -1, -1).contiguous()
+    num_images = 2
+
+    def spread(out):  # largest difference between a frame's output and frame 0's
+        return (out - out[:, :, :1]).abs().amax(dim=(0, 1, 3, 4))
+
+    with torch.no_grad():
+        assert spread(model(same_frames, log_snr, context, num_images=num_images)).max() < 1e-5  # W_f = 0 at init
+        model.frame_embedding.weight.normal_(0.0, 0.3)
+        out = model(same_frames, log_snr, context, num_images=num_images)
+    video_spread, image_frames = spread(out)[1:SHAPE[2] - num_images], out[:, :, SHAPE[2] - num_images:]
+    assert (video_spread > 1e-3).all()  # every video frame knows its place in the clip
+    torch.testing.assert_close(image_frames[:, :, 0], image_frames[:, :, 1])  # appended images have none
+
+
 # --- input checks ----------------------------------------------------------------------------
 @pytest.mark.parametrize("case, message", [
     ("image_not_video", r"z_t must be \(B, C, T, H, W\)"),
@@ -235,13 +301,15 @@ def test_bad_inputs_name_the_layout(case, message):
 def test_tiny_config_size():
     assert TINY_VDM == VDMUNetConfig()  # the dataclass defaults are the toy-world config
     count = sum(parameter.numel() for parameter in VDMUNet(TINY_VDM).parameters())
-    assert count == 1_817_863  # ~1.8 M: trains on a CPU
+    assert count == 1_844_295  # ~1.8 M: trains on a CPU
     temporal = sum(p.numel() for name, p in VDMUNet(TINY_VDM).named_parameters() if ".temporal_attentions." in name)
     # 7 blocks of LayerNorm (128), q, k, v (3 x 64 x 64), output (64 x 64 + 64), relative biases (4 heads x 31)
-    # and relative value embeddings (4 heads x 31 x 16)
-    assert temporal == 7 * (128 + 3 * 64 * 64 + 64 * 64 + 64 + 4 * 31 + 4 * 31 * 16)
+    # and relative key and value embeddings (2 x 4 heads x 31 x 16)
+    assert temporal == 7 * (128 + 3 * 64 * 64 + 64 * 64 + 64 + 4 * 31 + 2 * 4 * 31 * 16)
     image = sum(parameter.numel() for parameter in UNet2DConditionModel(TINY_VDM.image_unet_config()).parameters())
-    assert count == image + temporal  # the rest is exactly the toy text-to-image U-Net
+    pooled_text = 64 * 128 + 128  # W_c: the text's hidden size to the time embedding's width
+    frame_index = 32 * 128 + 128  # W_f: the index's sinusoids (the first level's width) to the same
+    assert count == image + temporal + pooled_text + frame_index  # the rest is exactly the toy text-to-image U-Net
 
 
 # --- inflation: an image U-Net's weights become the spatial layers ---------------------------

@@ -6,24 +6,27 @@ attends over the T frames of each pixel, space folded into the batch ("(b h w) t
 relative position embeddings (Shaw, Uszkoreit, Vaswani, 2018, arXiv:1803.02155) so the network knows
 the order of the frames without absolute time. For every head, with d = j - i clipped to [-K, K],
 
-    A_ij  = softmax_j(q_i . k_j / sqrt(d_head) + b[d] + M_ij)      a learned scalar per distance (logits)
-    out_i = sum_j A_ij (v_j + r[d])                                a learned vector per distance (values)
+    A_ij  = softmax_j(q_i . (k_j + a[d]) / sqrt(d_head) + b[d] + M_ij)   learned vectors a (keys), scalars b
+    out_i = sum_j A_ij (v_j + r[d])                                       learned vectors r (values)
 
-M is the frame mask: 0 where frame i may attend to frame j, -inf where not. The scalar b is the form
-T5 uses (Raffel et al., 2020, arXiv:1910.10683); the vector r is Shaw et al.'s value embedding.
+M is the frame mask: 0 where frame i may attend to frame j, -inf where not. a and r are Shaw et al.'s
+key and value embeddings; the scalar b is the simpler form T5 uses (Raffel et al., 2020, arXiv:1910.10683).
 
-Why both. b decides *where* a frame looks (the previous frame, the next, all of them). r says, in
-the output, *where the information came from*. Without r, frames whose features are the same get
-the same output whatever b is: a weighted average of equal vectors is that vector. At high noise
-every frame of a clip looks alike, so a bias-only block cannot tell frame 0 from frame 7 and cannot
-draw "a square moving left" there (the square must sit further right in frame 0 than in frame 7).
-With r, out_i = v + sum_j A_ij r[j - i] differs from frame to frame: frame 0 only has keys ahead of it,
-the last frame only keys behind.
+Why all three. b decides *where* a frame looks (the previous frame, the next, all of them), the same
+for every pixel and every prompt. a lets the *query* choose the direction: q_i . a[d] is large for
+d > 0 when q_i points along a[+1], so a pixel whose features say "moving right" (put there by the
+text cross-attention) can look forward in time and one saying "moving left" backward. Without a, the
+relative part of the logits ignores the query, and at high noise, where every frame of a clip looks
+alike (q_i . k_j nearly the same for all j), the text cannot steer which way time is read. r says, in
+the output, *where the information came from*. Without r, frames whose features are the same get the
+same output whatever the weights are: a weighted average of equal vectors is that vector, so the block
+could not put a square further right in frame 0 than in frame 7. With r, out_i = v + sum_j A_ij r[j - i]
+differs from frame to frame: frame 0 only has keys ahead of it, the last frame only keys behind.
 
 Why clipped distances and not T5's log-spaced buckets: the toy world's clips hold 8-16 frames, so
 every distance up to K = 15 gets its own entry (2K + 1 per head) and each is trained often;
 buckets pay off only for sequences much longer than the number of parameters one would spend.
-b and r depend on j - i only (a shift of the clip leaves them unchanged) and are not symmetric
+a, b and r depend on j - i only (a shift of the clip leaves them unchanged) and are not symmetric
 (j - i = +1 and -1 are different entries), so attention sees which way time runs.
 
 Joint video-image training (VDM Sec. 3): a batch's last ``num_images`` frames are independent images
@@ -81,28 +84,30 @@ class RelativePositionBias(nn.Module):
         return self.relative_attention_bias[:, index]
 
 
-class RelativePositionValues(nn.Module):
-    """One learned vector per head and relative distance j - i in [-K, K]; (heads, T, T, dim_head) value embeddings."""
+class RelativePositionVectors(nn.Module):
+    """One learned vector per head and relative distance j - i in [-K, K]: (heads, T, T, dim_head).
+
+    Shaw et al.'s embeddings: TemporalAttention keeps one table for the keys and one for the values.
+    """
 
     def __init__(self, heads: int, dim_head: int, max_distance: int = 15):
         super().__init__()
         self.heads = check_positive_int(heads, "heads")
         self.max_distance = check_positive_int(max_distance, "max_distance")
         # zero at init: the block starts as plain attention (and, with to_out at zero, as the identity)
-        self.relative_value_embedding = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1,
-                                                                 check_positive_int(dim_head, "dim_head")))
+        self.embedding = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1, check_positive_int(dim_head, "dim_head")))
 
     def forward(self, num_frames: int) -> torch.Tensor:
-        """r[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T, dim_head)."""
-        index = relative_table_index(num_frames, self.max_distance, self.relative_value_embedding.device)
-        return self.relative_value_embedding[:, index]
+        """e[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T, dim_head)."""
+        index = relative_table_index(num_frames, self.max_distance, self.embedding.device)
+        return self.embedding[:, index]
 
 
 class TemporalAttention(nn.Module):
     r"""Residual self-attention over the frames of each pixel, with relative positions and a frame mask.
 
         tokens = LN(x) per pixel:  ((B H W), T, C)
-        A = softmax(Q K^T / sqrt(d_head) + b + M)     per head, (T, T)
+        A = softmax(q_i . (k_j + a[j - i]) / sqrt(d_head) + b + M)     per head, (T, T)
         out = x + to_out(A V + sum_j A_ij r[j - i])
 
     LayerNorm normalises each token (one pixel of one frame) on its own, so nothing but the masked
@@ -115,7 +120,8 @@ class TemporalAttention(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.attention = Attention(channels, heads, dim_head)
         self.relative_position = RelativePositionBias(heads, max_distance)
-        self.relative_values = RelativePositionValues(heads, dim_head, max_distance)
+        self.relative_keys = RelativePositionVectors(heads, dim_head, max_distance)
+        self.relative_values = RelativePositionVectors(heads, dim_head, max_distance)
         nn.init.zeros_(self.attention.to_out[0].weight)
         nn.init.zeros_(self.attention.to_out[0].bias)
 
@@ -129,7 +135,8 @@ class TemporalAttention(nn.Module):
         attention = self.attention
         q = rearrange(attention.to_q(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
         k = rearrange(attention.to_k(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
-        logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        keys = self.relative_keys(num_frames).to(q.dtype)  # (heads, T, T, d): a[j - i]
+        logits = (q @ k.transpose(-1, -2) + torch.einsum("nhid,hijd->nhij", q, keys)) / q.shape[-1] ** 0.5
         return torch.softmax(logits + self.attention_bias(num_frames, num_images, tokens.device).to(logits.dtype), dim=-1)
 
     def forward(self, x: torch.Tensor, num_frames: int, *, num_images: int = 0) -> torch.Tensor:
