@@ -34,7 +34,7 @@ from minivdm.configs.vdm import TINY_VDM
 from minivdm.diffusion import CosineSchedule
 from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
 from minivdm.diffusion.parameterization import training_target
-from minivdm.models.vdm_unet import FRAME_INDEX_PARAMETERS, POOLED_TEXT_PARAMETERS, VDMUNet, VDMUNetConfig
+from minivdm.models.vdm_unet import POOLED_TEXT_PARAMETERS, VDMUNet, VDMUNetConfig
 from minivdm.tiny_models import DATA_DIR, TEXT_TO_IMAGE_DIR, load_text_to_image, read_metadata
 from minivdm.train import TrainConfig, describe, save_weights, train
 
@@ -182,13 +182,13 @@ def load_toy_vdm(folder: str | Path = TOY_VDM_DIR, device: str | torch.device = 
 
 
 def _upgrade_older_weights(state: dict[str, torch.Tensor], vdm: VDMUNet) -> dict[str, torch.Tensor]:
-    """Weights written before the relative key embeddings, the pooled text and the frame index existed
-    (the toy VDM's stages 1-3; README) get those layers at zero, the value they start training from:
+    """Weights written before the relative key embeddings and the pooled text existed (the toy VDM's
+    stages 1-3; README) get those layers at zero, the value they start training from:
     the same function. Any other mismatch is left for load_state_dict to report."""
     state = {key.replace("relative_values.relative_value_embedding", "relative_values.embedding"): value
              for key, value in state.items()}
     for key, value in vdm.state_dict().items():
-        if key not in state and ("relative_keys." in key or any(key.startswith(part) for part in (POOLED_TEXT_PARAMETERS, FRAME_INDEX_PARAMETERS))):
+        if key not in state and ("relative_keys." in key or key.startswith(POOLED_TEXT_PARAMETERS)):
             state[key] = torch.zeros_like(value)
     return state
 

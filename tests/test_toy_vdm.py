@@ -40,8 +40,7 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     assert json.loads(later_metadata["train_config"])["seed"] == 3
     # the word embeddings come before the rest of the text encoder: the first matching name part sets the factor
     assert json.loads(later_metadata["train_config"])["lr_multipliers"] == [
-        [".temporal_attentions.", 10.0], ["text_embedding.", 10.0], ["frame_embedding.", 10.0], [WORD_EMBEDDINGS, 20.0],
-        [TEXT_ENCODER_PARAMETERS, 5.0]]
+        [".temporal_attentions.", 10.0], ["text_embedding.", 10.0], [WORD_EMBEDDINGS, 20.0], [TEXT_ENCODER_PARAMETERS, 5.0]]
     # the name parts pick the text encoder's parameters, all of them and nothing else, and its word table alone
     names = [name for name, _ in model.named_parameters()]
     assert [name for name in names if TEXT_ENCODER_PARAMETERS in name] == \
@@ -74,8 +73,7 @@ def test_first_stage_starts_from_the_image_model_and_learns_only_time_at_first(m
     text_state = video_model.text_encoder.state_dict()
     assert all(torch.equal(text_state[name], w) for name, w in image_model.text_encoder.state_dict().items())
     video_only = [name for name in video_state if name not in image_model.unet.state_dict()]
-    assert video_only and all(".temporal_attentions." in name or name.startswith(("text_embedding.", "frame_embedding."))
-                              for name in video_only)
+    assert video_only and all(".temporal_attentions." in name or name.startswith("text_embedding.") for name in video_only)
     assert all(not video_state[name].any() for name in video_only if "relative_" in name or "_embedding." in name)
     with pytest.raises(KeyboardInterrupt):  # the option to start from random weights
         toy_vdm.train_toy_vdm("unused", dataset_size=8, image_model=None)
@@ -109,7 +107,7 @@ def test_a_training_batch_is_clips_then_captioned_still_images(monkeypatch):
     assert torch.isfinite(captured["loss"]) and captured["loss"] > 0
 
 
-def test_weights_from_before_the_key_embeddings_pooled_text_and_frame_index_load_as_the_same_function():
+def test_weights_from_before_the_key_embeddings_and_pooled_text_load_as_the_same_function():
     from minivdm.configs.vdm import TINY_VDM
     from minivdm.models.vdm_unet import VDMUNet
     from minivdm.toy_vdm import _upgrade_older_weights
@@ -121,10 +119,10 @@ def test_weights_from_before_the_key_embeddings_pooled_text_and_frame_index_load
         for name, parameter in model.named_parameters():
             if "relative_values." in name or "attention.to_out" in name:
                 parameter.normal_(0.0, 0.3)
-    # the layout of the toy VDM's stages 1-3: value tables under their old name; no key tables, W_c or W_f
+    # the layout of the toy VDM's stages 1-3: value tables under their old name; no key tables or W_c
     older = {key.replace("relative_values.embedding", "relative_values.relative_value_embedding"): value
              for key, value in model.state_dict().items()
-             if "relative_keys." not in key and not key.startswith(("text_embedding.", "frame_embedding."))}
+             if "relative_keys." not in key and not key.startswith("text_embedding.")}
     loaded = VDMUNet(TINY_VDM).eval()
     loaded.load_state_dict(_upgrade_older_weights(older, loaded), strict=True)
     z_t, context = torch.randn(1, 3, 4, 32, 32), torch.randn(1, 16, 64)

@@ -15,9 +15,8 @@ batch, "b c t h w -> (b t) c h w", and reuse the image blocks (ResnetBlock2D, Do
 Upsample2D, Transformer2DModel) unchanged; only TemporalAttention unfolds T.
 
     f_theta(z_t, lambda_t, c):  z_t (B, C, T, H, W), log-SNR lambda_t (B,), text c (B, L, D)
-    conditioning: lambda_t's embedding + W_c mean_l(c_l) (the text pooled over its tokens) + W_f sin(k)
-              (the index k of the frame in its clip) goes to every ResBlock; the text's tokens go
-              to every spatial transformer's cross-attention
+    conditioning: lambda_t's embedding plus W_c mean_l(c_l), the text pooled over its tokens, goes to
+              every ResBlock; the text's tokens go to every spatial transformer's cross-attention
     encoder:  per level, layers_per_block x [ResBlock (+ SpatialTransformer -> TemporalAttention)],
               a skip after each layer and after each Downsample
     middle:   ResBlock -> SpatialTransformer -> TemporalAttention -> ResBlock
@@ -50,16 +49,6 @@ had. The motion words reach the U-Net through cross-attention only weakly (see `
 the pooled vector puts them into every ResBlock of every frame, and from there into the temporal
 attention's queries, which choose with the relative key embeddings which way in time to look.
 W_c starts at zero, so an inflated image model is unchanged by it.
-
-Why the frame index, when VDM gives the network relative positions only (temporal attention). Our toy
-model trains for an hour on a CPU, not for days, and the first thing "moving right" must teach is a
-layout: at high noise, where the clip is a blur, the square belongs on the left in frame 0 and on the
-right in frame 7. That is a product of the motion word and the frame's place in the clip. With
-relative positions alone the network has to build the frame's place from temporal attention (only
-the first frame has no frames before it) and multiply it with the text; measured on the toy world,
-650 steps left the loss on held-out clips as good with the motion word flipped as with the right one.
-Added to the time embedding, the index and the pooled text meet in every ResBlock's nonlinearity.
-Appended images get no index. W_f starts at zero.
 """
 
 from __future__ import annotations
@@ -127,11 +116,8 @@ class VDMUNetConfig:
 
 TEMPORAL_PARAMETERS = ".temporal_attentions."  # in the names of the temporal attention blocks' parameters
 POOLED_TEXT_PARAMETERS = "text_embedding."  # the pooled text's projection W_c
-FRAME_INDEX_PARAMETERS = "frame_embedding."  # the frame index's projection W_f
 # the layers an image U-Net does not have: they start at zero, and train faster (train-vdm --temporal-lr-factor)
-VIDEO_ONLY_PARAMETERS = (TEMPORAL_PARAMETERS, POOLED_TEXT_PARAMETERS, FRAME_INDEX_PARAMETERS)
-# the sinusoids are built for arguments in [0, 1000] (as the log-SNR's): frame k is embedded at 100 k
-FRAME_INDEX_SCALE = 100.0
+VIDEO_ONLY_PARAMETERS = (TEMPORAL_PARAMETERS, POOLED_TEXT_PARAMETERS)
 
 
 def _temporal_attentions(block: UNetBlock, channels: int, config: VDMUNetConfig) -> nn.ModuleList:
@@ -176,10 +162,8 @@ class VDMUNet(nn.Module):
         self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
         self.text_embedding = nn.Linear(config.cross_attention_dim, temb_channels)  # W_c, on the pooled text
-        self.frame_embedding = nn.Linear(channels[0], temb_channels)  # W_f, on the frame index's sinusoids
-        for layer in (self.text_embedding, self.frame_embedding):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.text_embedding.weight)
+        nn.init.zeros_(self.text_embedding.bias)
 
         self.down_blocks = nn.ModuleList()
         for level, width in enumerate(channels):
@@ -234,13 +218,6 @@ class VDMUNet(nn.Module):
                              f"unexpected {unexpected[:5]}")
         return model
 
-    def frame_index_embedding(self, num_frames: int, num_images: int = 0, device=None) -> torch.Tensor:
-        """(T, temb) W_f sin(FRAME_INDEX_SCALE k) for the video frames k = 0 .. T - num_images - 1; 0 for appended images."""
-        index = torch.arange(num_frames, device=device)
-        features = timestep_embedding(index * FRAME_INDEX_SCALE, self.config.channels[0])
-        is_video = (index < num_frames - num_images)[:, None]
-        return self.frame_embedding(features.to(self.frame_embedding.weight.dtype)) * is_video
-
     def _check_inputs(self, z_t, log_snr, context, num_images) -> None:
         check_video(z_t, "z_t")
         batch, in_channels, num_frames, height, width = z_t.shape
@@ -281,7 +258,6 @@ class VDMUNet(nn.Module):
         else:
             context = rearrange(context, "b t l d -> (b t) l d")
         temb = temb + self.text_embedding(context.mean(dim=1))  # each frame's own caption, pooled
-        temb = temb + repeat(self.frame_index_embedding(num_frames, num_images, h.device), "t e -> (b t) e", b=z_t.shape[0])
 
         h = self.conv_in(h)
         skips = [h]
