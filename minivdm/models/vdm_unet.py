@@ -48,7 +48,8 @@ look at a word, and the image model's queries look at colour and shape words, wh
 had. The motion words reach the U-Net through cross-attention only weakly (see ``minivdm.toy_vdm``);
 the pooled vector puts them into every ResBlock of every frame, and from there into the temporal
 attention's queries, which choose with the relative key embeddings which way in time to look.
-W_c starts at zero, so an inflated image model is unchanged by it.
+W_c starts at zero, so an inflated image model is unchanged by it. Measured on the toy VDM, this
+route is not yet enough: the model still ignores the motion word (``bench/toy_vdm_motion_word.py``).
 """
 
 from __future__ import annotations
