@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--word-lr-factor", type=float, default=None,
                      help="the text encoder's word embeddings train at this multiple of the learning rate (the "
                           "motion words are still at their initial scale, drowned by the trained layers)")
+    vdm.add_argument("--temporal-text-modulation", action="store_true",
+                     help="add the pooled caption's scale and shift of every temporal attention (starting at zero) "
+                          "if the starting model lacks it")
+    vdm.add_argument("--high-noise-fraction", type=float, default=0.0,
+                     help="this fraction of the clips draws t in --high-noise-band instead of [0, 1]")
+    vdm.add_argument("--high-noise-band", type=float, nargs=2, default=(0.85, 1.0), metavar=("LO", "HI"),
+                     help="the t range of --high-noise-fraction (default 0.85 1.0)")
     vdm.add_argument("--image-model", default=None,
                      help="toy text-to-image folder to inflate into the first stage (default: the shipped one); "
                           "'none' trains from random weights")
@@ -155,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.image_model is not None:
             options["image_model"] = None if args.image_model == "none" else args.image_model
         print(train_toy_vdm(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
-                            init_from=args.anneal_from or args.continue_from, command=command, **options))
+                            init_from=args.anneal_from or args.continue_from, command=command,
+                            temporal_text_modulation=args.temporal_text_modulation,
+                            high_noise_fraction=args.high_noise_fraction, high_noise_band=tuple(args.high_noise_band),
+                            **options))
         return 0
     if args.command == "train-toy-clip":
         from minivdm.curation.toy_clip import train_toy_clip

@@ -71,7 +71,9 @@ class ToyTextToVideo(torch.nn.Module):
             context = context.unflatten(0, (batch, -1))  # (B, T, L, D)
         else:
             context = self.text_encoder(input_ids)[0]  # (B, L, D)
-        return self.vdm(z_t, TOY_VDM_SCHEDULE.log_snr(t).to(z_t.device), context, num_images=num_images)
+        caption_tokens = input_ids != self.text_encoder.config.pad_token_id  # the pooled text skips the padding
+        return self.vdm(z_t, TOY_VDM_SCHEDULE.log_snr(t).to(z_t.device), context, num_images=num_images,
+                        context_mask=caption_tokens)
 
 
 def _clip_batches(dataset_size: int, seed: int):
@@ -92,13 +94,23 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
                   model_config: VDMUNetConfig = TINY_VDM, dataset_size: int = TOY_VDM_DATASET_SIZE,
                   batch_size: int = TOY_VDM_BATCH_SIZE, checkpoint_dir: str | Path | None = None,
                   init_from: str | Path | None = None, image_model: str | Path | None = TEXT_TO_IMAGE_DIR,
-                  command: str = "") -> Path:
+                  temporal_text_modulation: bool = False, high_noise_fraction: float = 0.0,
+                  high_noise_band: tuple[float, float] = (0.85, 1.0), command: str = "") -> Path:
     """Train the toy text-to-video VDM and write its folder (vdm.safetensors, text_encoder/, tokenizer/).
 
     ``init_from`` starts from the weights of a folder this function wrote (a second stage); otherwise
     ``image_model`` (a toy text-to-image folder) is inflated into the first model, or, when None,
     training starts from random weights with ``model_config``.
+
+    ``temporal_text_modulation`` adds, if the starting model lacks it, the pooled caption's scale and
+    shift of every temporal attention (``VDMUNetConfig.temporal_text_modulation``), starting at zero.
+    ``high_noise_fraction`` of the clips draw t uniformly in ``high_noise_band`` instead of [0, 1]:
+    the motion direction of a sample is decided at high noise (``bench/toy_vdm_motion_word.py
+    --decision``: between t = 0.95 and 0.98), where uniform t puts few of a batch's clips.
     """
+    if not 0.0 <= high_noise_fraction <= 1.0 or not 0.0 <= high_noise_band[0] < high_noise_band[1] <= 1.0:
+        raise ValueError(f"high_noise_fraction must be in [0, 1] and high_noise_band (lo, hi) with 0 <= lo < hi <= 1, "
+                         f"got {high_noise_fraction} and {high_noise_band}")
     from minivdm.text import build_toy_text_encoder, save_toy_text_stack
 
     torch.manual_seed(config.seed)
@@ -116,6 +128,9 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         history = _command_history(json.loads((Path(image_model) / "unet" / "config.json").read_text())["_minivdm"])
     else:
         model = ToyTextToVideo(VDMUNet(model_config), build_toy_text_encoder(seed=config.seed))
+    if temporal_text_modulation and not model_config.temporal_text_modulation:
+        model = ToyTextToVideo(_with_temporal_text_modulation(model.vdm), model.text_encoder)
+        model_config = model.vdm.config
     model.train()
     tokenizer, clips, clip_ids, images, image_ids, empty_ids = _clip_batches(dataset_size, config.seed)
     frames, extra = TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP
@@ -130,6 +145,10 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         dropped[:, :frames] = dropped[:, :1]  # a clip's caption is dropped for all its frames at once
         ids = torch.where(dropped[..., None], empty_ids, ids)
         t = torch.rand(batch_size, generator=generator)
+        if high_noise_fraction > 0:  # drawn only then, so that recipes without it keep their random stream
+            low, high = high_noise_band
+            emphasised = torch.rand(batch_size, generator=generator) < high_noise_fraction
+            t = torch.where(emphasised, low + (high - low) * t, t)
         noise = torch.randn(x.shape, generator=generator)
         return x, ids, t, noise
 
@@ -151,10 +170,20 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         "train_seconds": f"{result.seconds:.0f}", "final_loss": f"{result.losses[-1]:.5f}" if result.losses else "",
         "schedule": repr(TOY_VDM_SCHEDULE), "prediction_type": "v", "torch": torch.__version__,
         "init_from": json.dumps(history),
+        "high_noise": f"{high_noise_fraction} of t in {list(high_noise_band)}" if high_noise_fraction > 0 else "",
     }
     save_weights(trained.vdm, out / "vdm.safetensors", metadata)
     save_toy_text_stack(out, tokenizer, trained.text_encoder)
     return out
+
+
+def _with_temporal_text_modulation(vdm: VDMUNet) -> VDMUNet:
+    """The same U-Net with the pooled caption's modulation of temporal attention added, at zero (same function)."""
+    grown = VDMUNet(replace(vdm.config, temporal_text_modulation=True))
+    missing, unexpected = grown.load_state_dict(vdm.state_dict(), strict=False)
+    if unexpected or any(".modulation." not in key for key in missing):
+        raise ValueError(f"cannot add the modulation: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return grown
 
 
 def _command_history(metadata: dict) -> list[str]:

@@ -72,6 +72,23 @@ def test_attention_weights_are_the_layers_own():
         torch.testing.assert_close(rebuilt, layer(x, FRAMES, num_images=num_images), atol=1e-5, rtol=1e-5)
 
 
+def test_attention_weights_of_a_text_modulated_layer_use_the_recorded_caption():
+    torch.manual_seed(0)
+    layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=3, condition_dim=4).eval()
+    with torch.no_grad():
+        layer.modulation.weight.normal_()
+    x, condition = torch.randn(FRAMES, 8, 2, 2), torch.randn(FRAMES, 4)
+    recorded = record_inputs({"temporal": layer}, lambda: layer(x, FRAMES, condition=condition))
+    args, kwargs = recorded["temporal"]
+    weights = temporal_attention_weights(layer, args[0], FRAMES, **kwargs)
+    torch.testing.assert_close(weights, rearrange(layer.attention_weights(layer.tokens(x, FRAMES, condition), FRAMES),
+                                                  "(b h w) heads i j -> b h w heads i j", h=2, w=2))
+    other = temporal_attention_weights(layer, x, FRAMES, condition=torch.randn(FRAMES, 4))
+    assert (other - weights).abs().max() > 1e-3  # the caption changes where each frame looks
+    with pytest.raises(ValueError, match="condition must be"):
+        temporal_attention_weights(layer, x, FRAMES)
+
+
 def test_record_inputs_returns_each_modules_arguments():
     layer = _temporal_layer()
     x = torch.randn(FRAMES, 8, 2, 2)

@@ -33,8 +33,14 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     later = tmp_path / "later"
     assert main(["train-vdm", "--out", str(later), "--continue-from", str(out), "--steps", "1", "--seed", "3",
                  "--learning-rate", "1e-4", "--temporal-lr-factor", "10", "--text-lr-factor", "5",
-                 "--word-lr-factor", "20", "--dataset-size", "16"]) == 0
+                 "--word-lr-factor", "20", "--dataset-size", "16", "--temporal-text-modulation",
+                 "--high-noise-fraction", "0.5", "--high-noise-band", "0.9", "1.0"]) == 0
     later_metadata = read_metadata(later / "vdm.safetensors")
+    # the modulation was added to the loaded model, and the saved config says so: the folder loads back with it
+    later_model, _ = load_toy_vdm(later)
+    assert later_model.vdm.config.temporal_text_modulation and not model.vdm.config.temporal_text_modulation
+    assert later_model.vdm.mid_block.temporal_attentions[0].modulation is not None
+    assert later_metadata["high_noise"] == "0.5 of t in [0.9, 1.0]"
     assert json.loads(later_metadata["init_from"]) == [*json.loads(metadata["init_from"]), metadata["command"]]
     assert json.loads(later_metadata["train_config"])["learning_rate"] == 1e-4
     assert json.loads(later_metadata["train_config"])["seed"] == 3
@@ -105,6 +111,34 @@ def test_a_training_batch_is_clips_then_captioned_still_images(monkeypatch):
     # one caption for all the frames of a clip, one caption per appended image
     assert all(torch.equal(ids[b, 0], ids[b, f]) for b in range(4) for f in range(frames))
     assert torch.isfinite(captured["loss"]) and captured["loss"] > 0
+
+    # --high-noise-fraction: that fraction of the clips draws t in the band (here all of them)
+    with pytest.raises(KeyboardInterrupt):
+        toy_vdm.train_toy_vdm("unused", dataset_size=8, batch_size=64, high_noise_fraction=1.0, high_noise_band=(0.9, 0.95))
+    t = captured["batch"][2]
+    assert t.min() >= 0.9 and t.max() <= 0.95 and t.std() > 0.01
+    with pytest.raises(ValueError, match="high_noise_band"):
+        toy_vdm.train_toy_vdm("unused", dataset_size=8, high_noise_fraction=0.5, high_noise_band=(0.9, 0.8))
+
+
+def test_adding_the_text_modulation_keeps_the_function():
+    from minivdm.configs.vdm import TINY_VDM
+    from minivdm.models.vdm_unet import VDMUNet
+    from minivdm.toy_vdm import _with_temporal_text_modulation
+
+    torch.manual_seed(0)
+    model = VDMUNet(TINY_VDM).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith("conv_out") or "attention.to_out" in name or "relative_" in name:
+                parameter.normal_(0.0, 0.3)
+    grown = _with_temporal_text_modulation(model).eval()
+    assert grown.config.temporal_text_modulation
+    z_t, context = torch.randn(1, 3, 4, 32, 32), torch.randn(1, 16, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(z_t, torch.tensor([1.0]), context), model(z_t, torch.tensor([1.0]), context))
+        grown.mid_block.temporal_attentions[0].modulation.weight.normal_()
+        assert (grown(z_t, torch.tensor([1.0]), context) - model(z_t, torch.tensor([1.0]), context)).abs().max() > 1e-4
 
 
 def test_weights_from_before_the_key_embeddings_and_pooled_text_load_as_the_same_function():

@@ -27,7 +27,7 @@ def _randomise_zero_initialised(module: torch.nn.Module, *, temporal: bool = Tru
     False), so every path acts."""
     with torch.no_grad():
         for name, parameter in module.named_parameters():
-            is_temporal = ".temporal_attentions." in name and ("attention.to_out" in name or "relative_" in name)
+            is_temporal = ".temporal_attentions." in name and any(part in name for part in ("attention.to_out", "relative_", "modulation"))
             is_video_only = is_temporal or name.startswith("text_embedding.")
             if name.startswith("conv_out") or (temporal and is_video_only):
                 parameter.normal_(0.0, 0.3)
@@ -239,6 +239,62 @@ def test_pooled_text_reaches_every_frame_without_cross_attention():
         assert _changed_frames(model(z_t, log_snr, context), model(z_t, log_snr, other)) == list(range(SHAPE[2]))
         torch.nn.init.zeros_(model.text_embedding.weight)  # W_c = 0, as built: the caption no longer matters
         torch.testing.assert_close(model(z_t, log_snr, context), model(z_t, log_snr, other))
+
+
+def test_text_modulation_starts_as_the_plain_block_and_acts_on_each_frame_alone():
+    torch.manual_seed(0)
+    plain = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
+    with torch.no_grad():
+        plain.attention.to_out[0].weight.normal_()
+        plain.relative_values.embedding.normal_()
+    modulated = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4, condition_dim=5)
+    missing, unexpected = modulated.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["modulation.bias", "modulation.weight"] and not unexpected
+    num_frames = 4
+    x, condition = torch.randn(2 * num_frames, 8, 3, 3), torch.randn(2 * num_frames, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(modulated(x, num_frames, condition=condition), plain(x, num_frames))  # zero at init
+        modulated.modulation.weight.normal_()
+        base = modulated(x, num_frames, num_images=1, condition=condition)
+        # another caption for the first clip changes that clip only
+        other = condition.clone()
+        other[:num_frames] = torch.randn(num_frames, 5)
+        out = modulated(x, num_frames, num_images=1, condition=other)
+        assert (out[:num_frames] - base[:num_frames]).abs().min() > 0 and torch.equal(out[num_frames:], base[num_frames:])
+        # another caption for the second clip's appended image (its last frame) changes that image only
+        other = condition.clone()
+        other[-1] = torch.randn(5)
+        out = modulated(x, num_frames, num_images=1, condition=other)
+        assert torch.equal(out[:-1], base[:-1]) and not torch.equal(out[-1], base[-1])
+    with pytest.raises(ValueError, match=r"condition must be \(\(B T\), condition_dim\) = \(8, 5\)"):
+        modulated(x, num_frames)
+    with pytest.raises(ValueError, match=r"condition must be .* got \(2, 5\)"):
+        modulated(x, num_frames, condition=condition[:2])
+    with pytest.raises(ValueError, match="without condition_dim"):
+        plain(x, num_frames, condition=condition)
+
+
+def test_temporal_text_modulation_reads_the_caption_pooled_over_its_own_tokens():
+    torch.manual_seed(0)
+    model = VDMUNet(replace(TEST_CONFIG, temporal_text_modulation=True)).eval()
+    _randomise_zero_initialised(model)
+    seen = []
+    model.mid_block.temporal_attentions[0].modulation.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    z_t, log_snr, context = _inputs()
+    mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    with torch.no_grad():
+        base = model(z_t, log_snr, context, context_mask=mask)
+        expected = torch.stack([context[0, :3].mean(0), context[1].mean(0)]).repeat_interleave(SHAPE[2], dim=0)
+        torch.testing.assert_close(seen[-1], expected)  # one vector per frame: its caption's mean over the mask
+        padded = context.clone()
+        padded[0, 3:] = torch.randn(2, TEST_CONFIG.cross_attention_dim)
+        model(z_t, log_snr, padded, context_mask=mask)
+        torch.testing.assert_close(seen[-1], expected)  # the padding does not reach the pooled text
+        for layer in [m for m in model.modules() if isinstance(m, TemporalAttention)]:
+            torch.nn.init.zeros_(layer.modulation.weight)
+        assert (base - model(z_t, log_snr, context, context_mask=mask)).abs().max() > 1e-3  # the modulation acted
+    with pytest.raises(ValueError, match=r"context_mask must be bool of shape \(2, 5\)"):
+        model(z_t, log_snr, context, context_mask=mask[:, :4])
 
 
 # --- input checks ----------------------------------------------------------------------------

@@ -15,8 +15,10 @@ batch, "b c t h w -> (b t) c h w", and reuse the image blocks (ResnetBlock2D, Do
 Upsample2D, Transformer2DModel) unchanged; only TemporalAttention unfolds T.
 
     f_theta(z_t, lambda_t, c):  z_t (B, C, T, H, W), log-SNR lambda_t (B,), text c (B, L, D)
-    conditioning: lambda_t's embedding plus W_c mean_l(c_l), the text pooled over its tokens, goes to
-              every ResBlock; the text's tokens go to every spatial transformer's cross-attention
+    conditioning: lambda_t's embedding plus W_c mean_l(c_l), the text pooled over its tokens (those
+              ``context_mask`` keeps), goes to every ResBlock; the text's tokens go to every spatial
+              transformer's cross-attention; optionally (``temporal_text_modulation``) the pooled
+              text also scales and shifts every temporal attention's tokens
     encoder:  per level, layers_per_block x [ResBlock (+ SpatialTransformer -> TemporalAttention)],
               a skip after each layer and after each Downsample
     middle:   ResBlock -> SpatialTransformer -> TemporalAttention -> ResBlock
@@ -50,6 +52,8 @@ the pooled vector puts them into every ResBlock of every frame, and from there i
 attention's queries, which choose with the relative key embeddings which way in time to look.
 W_c starts at zero, so an inflated image model is unchanged by it. Measured on the toy VDM, this
 route is not yet enough: the model still ignores the motion word (``bench/toy_vdm_motion_word.py``).
+``temporal_text_modulation`` gives the caption a direct, multiplicative say in temporal attention
+(FiLM of its tokens: ``minivdm.nn.relative_position`` says why), also starting at zero.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ class VDMUNetConfig:
     cross_attention_dim: int = 64  # hidden size of the toy CLIP text encoder (minivdm.text)
     max_relative_distance: int = 15  # every distance of a 16-frame clip has its own bias
     use_linear_projection: bool = False  # the spatial transformers' in/out projections: Linear, or 1x1 Conv
+    # the pooled caption scales and shifts every temporal attention's tokens (minivdm.nn.relative_position)
+    temporal_text_modulation: bool = False
     prediction_type: str = "v"
     extra: dict = field(default_factory=dict)  # free-form notes saved with a checkpoint
 
@@ -115,7 +121,7 @@ class VDMUNetConfig:
             use_linear_projection=self.use_linear_projection)
 
 
-TEMPORAL_PARAMETERS = ".temporal_attentions."  # in the names of the temporal attention blocks' parameters
+TEMPORAL_PARAMETERS = ".temporal_attentions."  # in the names of the temporal attention blocks' parameters (and their modulation)
 POOLED_TEXT_PARAMETERS = "text_embedding."  # the pooled text's projection W_c
 # the layers an image U-Net does not have: they start at zero, and train faster (train-vdm --temporal-lr-factor)
 VIDEO_ONLY_PARAMETERS = (TEMPORAL_PARAMETERS, POOLED_TEXT_PARAMETERS)
@@ -123,7 +129,9 @@ VIDEO_ONLY_PARAMETERS = (TEMPORAL_PARAMETERS, POOLED_TEXT_PARAMETERS)
 
 def _temporal_attentions(block: UNetBlock, channels: int, config: VDMUNetConfig) -> nn.ModuleList:
     """One temporal attention per spatial transformer of ``block``."""
-    return nn.ModuleList([TemporalAttention(channels, config.heads, channels // config.heads, config.max_relative_distance)
+    condition_dim = config.cross_attention_dim if config.temporal_text_modulation else None
+    return nn.ModuleList([TemporalAttention(channels, config.heads, channels // config.heads, config.max_relative_distance,
+                                            condition_dim=condition_dim)
                           for _ in block.attentions])
 
 
@@ -131,9 +139,9 @@ class SpaceTimeAttend:
     """Space, then time: the image block's spatial transformer ``index`` (each frame, with text), then its
     temporal attention (each pixel, over the frames). Everything else in a block is the image U-Net's."""
 
-    def attend(self, index: int, h, context, *, num_frames: int, num_images: int):
+    def attend(self, index: int, h, context, *, num_frames: int, num_images: int, pooled_text=None):
         h = self.attentions[index](h, context)
-        return self.temporal_attentions[index](h, num_frames, num_images=num_images)
+        return self.temporal_attentions[index](h, num_frames, num_images=num_images, condition=pooled_text)
 
 
 class VDMDownBlock(SpaceTimeAttend, UNetDownBlock):
@@ -243,10 +251,12 @@ class VDMUNet(nn.Module):
         joint_video_image_mask(num_frames, num_images)  # raises for num_images outside [0, T)
 
     def forward(self, z_t: torch.Tensor, log_snr: torch.Tensor, context: torch.Tensor, *,
-                num_images: int = 0) -> torch.Tensor:
+                num_images: int = 0, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """z_t (B, C, T, H, W), log_snr (B,), context (B, L, D) or (B, T, L, D) -> prediction (B, C, T, H, W).
 
         The last ``num_images`` of the T frames are independent images (joint video-image training).
+        ``context_mask`` (bool, context's shape without D) marks the caption's own tokens, which the pooled
+        text averages; without it every token counts, padding included.
         """
         self._check_inputs(z_t, log_snr, context, num_images)
         num_frames = z_t.shape[2]
@@ -254,15 +264,26 @@ class VDMUNet(nn.Module):
         h = rearrange(z_t, "b c t h w -> (b t) c h w")
         temb = self.time_embedding(timestep_embedding(scaled_log_snr(log_snr), self.config.channels[0]))
         temb = repeat(temb, "b e -> (b t) e", t=num_frames).to(h.dtype)
+        if context_mask is None:
+            context_mask = torch.ones(context.shape[:-1], dtype=torch.bool, device=context.device)
+        elif context_mask.shape != context.shape[:-1] or context_mask.dtype != torch.bool:
+            raise ValueError(f"context_mask must be bool of shape {tuple(context.shape[:-1])} (context without D), "
+                             f"got {context_mask.dtype} {tuple(context_mask.shape)}")
         if context.ndim == 3:
             context = repeat(context, "b l d -> (b t) l d", t=num_frames)
+            context_mask = repeat(context_mask, "b l -> (b t) l", t=num_frames)
         else:
             context = rearrange(context, "b t l d -> (b t) l d")
-        temb = temb + self.text_embedding(context.mean(dim=1))  # each frame's own caption, pooled
+            context_mask = rearrange(context_mask, "b t l -> (b t) l")
+        # each frame's own caption, averaged over its tokens (at least one, so an all-False row cannot divide by 0)
+        weights = context_mask.to(context.dtype)[..., None]
+        pooled_text = (context * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        temb = temb + self.text_embedding(pooled_text)
 
         h = self.conv_in(h)
         skips = [h]
-        frames = {"num_frames": num_frames, "num_images": num_images}
+        frames = {"num_frames": num_frames, "num_images": num_images,
+                  "pooled_text": pooled_text if self.config.temporal_text_modulation else None}
         for block in self.down_blocks:
             h, block_skips = block(h, temb, context, **frames)
             skips.extend(block_skips)

@@ -29,6 +29,19 @@ buckets pay off only for sequences much longer than the number of parameters one
 a, b and r depend on j - i only (a shift of the clip leaves them unchanged) and are not symmetric
 (j - i = +1 and -1 are different entries), so attention sees which way time runs.
 
+Text inside temporal attention (optional, ``condition_dim``): a per-frame vector c (the pooled
+caption) scales and shifts the normalised tokens before q, k and v, as FiLM (Perez et al., 2018,
+arXiv:1709.07871) and DiT's adaLN (Peebles and Xie, 2023, arXiv:2212.09748) do,
+
+    tokens = LN(x) * (1 + W_s c) + W_b c        W_s, W_b start at zero: the block is unchanged at init
+
+Why here and why a scale. Which way an object moves is a choice made along time at each pixel: frame
+i must copy, from frame i - 1, the features of the pixel to its left ("moving right") or to its right
+("moving left"). The spatial layers can put both candidates in different channels; only a
+multiplicative, text-dependent gain on the values picks one. A vector *added* to every token reaches
+the values as a constant (sum_j A_ij (v_j + u) = A v + u), so it cannot pick channels, and the pooled
+text in the time embedding reaches temporal attention only through the ResBlocks of every frame alike.
+
 Joint video-image training (VDM Sec. 3): a batch's last ``num_images`` frames are independent images
 appended to each video. M lets each image attend only to itself and the video frames only among
 themselves; every other layer of the U-Net works frame by frame, so the images stay isolated.
@@ -37,7 +50,7 @@ themselves; every other layer of the U-Net works frame by frame, so the images s
 from __future__ import annotations
 
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from minivdm.nn.attention import Attention
@@ -113,9 +126,12 @@ class TemporalAttention(nn.Module):
     LayerNorm normalises each token (one pixel of one frame) on its own, so nothing but the masked
     attention moves information between frames. ``to_out`` starts at zero: the block starts as the
     identity, and a U-Net built with it starts as the image model applied frame by frame.
+    With ``condition_dim``, ``forward`` takes a per-frame ``condition`` ((B T), condition_dim) that
+    scales and shifts the normalised tokens (module docstring); its projection also starts at zero.
     """
 
-    def __init__(self, channels: int, heads: int, dim_head: int, max_distance: int = 15):
+    def __init__(self, channels: int, heads: int, dim_head: int, max_distance: int = 15,
+                 condition_dim: int | None = None):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.attention = Attention(channels, heads, dim_head)
@@ -124,6 +140,11 @@ class TemporalAttention(nn.Module):
         self.relative_values = RelativePositionVectors(heads, dim_head, max_distance)
         nn.init.zeros_(self.attention.to_out[0].weight)
         nn.init.zeros_(self.attention.to_out[0].bias)
+        self.modulation = None
+        if condition_dim is not None:
+            self.modulation = nn.Linear(check_positive_int(condition_dim, "condition_dim"), 2 * channels)
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
 
     def attention_bias(self, num_frames: int, num_images: int = 0, device: torch.device | None = None) -> torch.Tensor:
         """B + M as one float mask (heads, T, T): the relative bias, -inf where attention is not allowed."""
@@ -139,14 +160,32 @@ class TemporalAttention(nn.Module):
         logits = (q @ k.transpose(-1, -2) + torch.einsum("nhid,hijd->nhij", q, keys)) / q.shape[-1] ** 0.5
         return torch.softmax(logits + self.attention_bias(num_frames, num_images, tokens.device).to(logits.dtype), dim=-1)
 
-    def forward(self, x: torch.Tensor, num_frames: int, *, num_images: int = 0) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor, num_frames: int, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """x ((B T), C, H, W) -> the normalised tokens ((B H W), T, C) that q, k and v are made from:
+        LN(x), scaled and shifted by each frame's ``condition`` ((B T), condition_dim) with ``condition_dim``."""
+        height, width = x.shape[-2:]
+        tokens = self.norm(rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames))
+        if self.modulation is None:
+            if condition is not None:
+                raise ValueError("this TemporalAttention was built without condition_dim; pass condition=None")
+            return tokens
+        expected = (x.shape[0], self.modulation.in_features)
+        if condition is None or tuple(condition.shape) != expected:
+            got = None if condition is None else tuple(condition.shape)
+            raise ValueError(f"condition must be ((B T), condition_dim) = {expected}, one vector per frame, got {got}")
+        scale, shift = repeat(self.modulation(condition).to(tokens.dtype), "(b t) c -> (b h w) t c",
+                              t=num_frames, h=height, w=width).chunk(2, dim=-1)
+        return tokens * (1 + scale) + shift
+
+    def forward(self, x: torch.Tensor, num_frames: int, *, num_images: int = 0,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         """x: frames folded into the batch ((B T), C, H, W) -> ((B T), C, H, W)."""
         check_positive_int(num_frames, "num_frames")
         if x.ndim != 4 or x.shape[0] % num_frames:
             raise ValueError(f"TemporalAttention takes features ((B T), C, H, W) with B*T divisible by "
                              f"num_frames={num_frames}, got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
-        tokens = self.norm(rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames))
+        tokens = self.tokens(x, num_frames, condition)
         # T is at most a few dozen frames: the (T, T) weights are small, so they are formed explicitly
         # (the value embeddings need them; a fused kernel would not return them)
         weights = self.attention_weights(tokens, num_frames, num_images)

@@ -71,19 +71,19 @@ def perturbation_response(layer_fn: Callable[[torch.Tensor], torch.Tensor], feat
 
 @torch.no_grad()
 def temporal_attention_weights(layer: TemporalAttention, x: torch.Tensor, num_frames: int,
-                               num_images: int = 0) -> torch.Tensor:
+                               num_images: int = 0, condition: torch.Tensor | None = None) -> torch.Tensor:
     """The attention weights of ``layer`` on its input x ((B T), C, H, W): (B, H, W, heads, T, T).
 
     weights[b, y, x, h, i, j] is how much frame i attends to frame j at pixel (y, x) in head h; each
-    row sums to 1 and is 0 where the frame mask forbids attention.
+    row sums to 1 and is 0 where the frame mask forbids attention. ``condition``: the per-frame
+    caption vector a layer built with ``condition_dim`` takes (the arguments ``record_inputs`` saw).
     """
     check_positive_int(num_frames, "num_frames")
     if x.ndim != 4 or x.shape[0] % num_frames:
         raise ValueError(f"x must be ((B T), C, H, W) with B*T divisible by num_frames={num_frames}, "
                          f"got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    tokens = layer.norm(rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames))
-    weights = layer.attention_weights(tokens, num_frames, num_images).float()
+    weights = layer.attention_weights(layer.tokens(x, num_frames, condition), num_frames, num_images).float()
     return rearrange(weights, "(b h w) heads i j -> b h w heads i j", h=height, w=width)
 
 
