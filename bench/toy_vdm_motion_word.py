@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/toy_vdm_motion_word.py [--folder data/toy_vdm] [--checkpoint last.pt]
 
-Three figures (a fourth on request), all on held-out clips (generate(seed=99)) with fixed noise, a few minutes on 2 threads:
+Three figures (a fourth and fifth on request), all on held-out clips (generate(seed=99)) with fixed noise, a few minutes on 2 threads:
 
 1. v-loss gap: (loss with the motion word flipped, left <-> right, up <-> down) / (loss with the true caption) - 1,
    at several t. 0 means the model ignores the word. The empty caption's loss is printed beside it as the scale
@@ -18,6 +18,11 @@ Three figures (a fourth on request), all on held-out clips (generate(seed=99)) w
    caption and with the motion word flipped; the oracle reads the direction of each result. At small t0 the
    clip keeps its direction whatever the caption; where "kept" falls towards chance (1/5) the direction is decided,
    and a model that reads the word keeps it there with the true caption and loses it with the flipped one.
+
+5. With ``--prompted`` (about 1.5 more minutes): what sampling makes of the word. "a red circle <motion>" for each
+   of the five motions, 8 noise draws each (the same draws for every prompt; DDIM 30 steps, guidance 3), and the
+   motion the oracle reads in each sample. Motion accuracy (chance 1/5) and the number of noise draws that give
+   the same direction for all four moving prompts: there the noise, not the word, picks the way.
 
 ``--checkpoint`` scores the EMA weights of a ``train-vdm --checkpoint-dir`` checkpoint instead of the folder's.
 """
@@ -65,6 +70,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="a train-vdm checkpoint whose EMA weights to score")
     parser.add_argument("--clips", type=int, default=48, help="held-out moving clips per figure")
     parser.add_argument("--decision", action="store_true", help="also figure 4 (denoising from t0)")
+    parser.add_argument("--prompted", action="store_true", help="also figure 5 (samples of 'a red circle <motion>')")
     args = parser.parse_args()
     model, tokenizer = load_toy_vdm(args.folder)
     if args.checkpoint:
@@ -119,6 +125,25 @@ def main() -> None:
         print(f"   {'':26s} data  " + " ".join(f"{c:5.1f}" for c in red_centre_x(data_mean)))
     if args.decision:
         decision(model, ids, held_out, single[:24])
+    if args.prompted:
+        prompted(model, tokenizer)
+
+
+def prompted(model, tokenizer, draws: int = 8) -> None:
+    """Figure 5: the motion the oracle reads in samples of "a red circle <motion>", per prompt and noise draw."""
+    from minivdm.toy_vdm import sample_toy_videos
+    from minivdm.toyworld.oracle import read_video
+
+    print(f"5. motion read in samples of 'a red circle <motion>', noise draws 0..{draws - 1} (chance 0.2)")
+    read = {}
+    for motion in ("left", "right", "up", "down", "still"):
+        prompt = "a red circle standing still" if motion == "still" else f"a red circle moving {motion}"
+        videos = sample_toy_videos(model, tokenizer, [prompt] * draws, seed=0)
+        read[motion] = [objects[0].motion if objects else "-" for objects in read_video(videos)]
+        print(f"   {prompt:28s} " + " ".join(f"{m:5s}" for m in read[motion]))
+    accuracy = sum(m == motion for motion, seen in read.items() for m in seen) / (5 * draws)
+    locked = sum(len({read[motion][k] for motion in ("left", "right", "up", "down")}) == 1 for k in range(draws))
+    print(f"   motion accuracy {accuracy:.3f}; noise draws with one direction for all four moving prompts: {locked}/{draws}")
 
 
 def decision(model, ids, held_out, picked: list[int], starts=(0.9, 0.95, 0.98)) -> None:
