@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/toy_vdm_motion_word.py [--folder data/toy_vdm] [--checkpoint last.pt]
 
-Three figures (a fourth and fifth on request), all on held-out clips (generate(seed=99)) with fixed noise, a few minutes on 2 threads:
+Figures 1-3 and 6 (4 and 5 on request), all on held-out clips (generate(seed=99)) with fixed noise, a few minutes on 2 threads:
 
 1. v-loss gap: (loss with the motion word flipped, left <-> right, up <-> down) / (loss with the true caption) - 1,
    at several t. 0 means the model ignores the word. The empty caption's loss is printed beside it as the scale
@@ -23,6 +23,11 @@ Three figures (a fourth and fifth on request), all on held-out clips (generate(s
    of the five motions, 8 noise draws each (the same draws for every prompt; DDIM 30 steps, guidance 3), and the
    motion the oracle reads in each sample. Motion accuracy (chance 1/5) and the number of noise draws that give
    the same direction for all four moving prompts: there the noise, not the word, picks the way.
+
+6. What the caption carries (seconds): the cosine between the motion words "left", "right", "up" and "down" in
+   "a red circle moving <word>", at the word's own token, for the text encoder's input embedding and for its output
+   state (what cross-attention and the pooled caption read). Near 1 for a pair: the U-Net is told almost nothing
+   about which of the two it is.
 
 ``--checkpoint`` scores the EMA weights of a ``train-vdm --checkpoint-dir`` checkpoint instead of the folder's.
 """
@@ -123,6 +128,7 @@ def main() -> None:
         data_mean = train.video[by_caption[caption]].mean(0)
         print(f"   {caption:26s} model " + " ".join(f"{c:5.1f}" for c in red_centre_x(model_mean)))
         print(f"   {'':26s} data  " + " ".join(f"{c:5.1f}" for c in red_centre_x(data_mean)))
+    motion_word_states(model, tokenizer)
     if args.decision:
         decision(model, ids, held_out, single[:24])
     if args.prompted:
@@ -144,6 +150,24 @@ def prompted(model, tokenizer, draws: int = 8) -> None:
     accuracy = sum(m == motion for motion, seen in read.items() for m in seen) / (5 * draws)
     locked = sum(len({read[motion][k] for motion in ("left", "right", "up", "down")}) == 1 for k in range(draws))
     print(f"   motion accuracy {accuracy:.3f}; noise draws with one direction for all four moving prompts: {locked}/{draws}")
+
+
+def motion_word_states(model, tokenizer) -> None:
+    """Figure 6: how alike the text encoder makes the four motion words, at their own token."""
+    from minivdm.text import encode_captions
+
+    words = ("left", "right", "up", "down")
+    input_ids, _ = encode_captions(tokenizer, [f"a red circle moving {word}" for word in words])
+    position = (input_ids != input_ids[0]).any(0).nonzero()[0].item()  # the captions differ only at the motion word
+    with torch.no_grad():
+        vectors = {"input embedding": model.text_encoder.get_input_embeddings()(input_ids)[:, position],
+                   "encoder output": model.text_encoder(input_ids)[0][:, position]}
+    print("6. cosine between motion words at their own token (a red circle moving <word>)")
+    for name, v in vectors.items():
+        v = torch.nn.functional.normalize(v, dim=-1)
+        cosine = v @ v.T
+        print(f"   {name:16s} " + "  ".join(f"{words[i]}/{words[j]} {cosine[i, j]:+.3f}"
+                                            for i, j in ((0, 1), (2, 3), (0, 2))))
 
 
 def decision(model, ids, held_out, picked: list[int], starts=(0.9, 0.95, 0.98)) -> None:
