@@ -40,6 +40,7 @@ import re
 import torch
 
 FLIPPED = {"left": "right", "right": "left", "up": "down", "down": "up"}
+DIRECTIONS = tuple(FLIPPED)  # the four moving motions of the toy world
 TIMES = (0.5, 0.7, 0.85, 0.95, 0.999)
 
 
@@ -138,17 +139,18 @@ def main() -> None:
 def prompted(model, tokenizer, draws: int = 8) -> None:
     """Figure 5: the motion the oracle reads in samples of "a red circle <motion>", per prompt and noise draw."""
     from minivdm.toy_vdm import sample_toy_videos
+    from minivdm.toyworld import MOTIONS
     from minivdm.toyworld.oracle import read_video
 
     print(f"5. motion read in samples of 'a red circle <motion>', noise draws 0..{draws - 1} (chance 0.2)")
     read = {}
-    for motion in ("left", "right", "up", "down", "still"):
+    for motion in MOTIONS:
         prompt = "a red circle standing still" if motion == "still" else f"a red circle moving {motion}"
         videos = sample_toy_videos(model, tokenizer, [prompt] * draws, seed=0)
         read[motion] = [objects[0].motion if objects else "-" for objects in read_video(videos)]
         print(f"   {prompt:28s} " + " ".join(f"{m:5s}" for m in read[motion]))
     accuracy = sum(m == motion for motion, seen in read.items() for m in seen) / (5 * draws)
-    locked = sum(len({read[motion][k] for motion in ("left", "right", "up", "down")}) == 1 for k in range(draws))
+    locked = sum(len({read[motion][k] for motion in DIRECTIONS}) == 1 for k in range(draws))
     print(f"   motion accuracy {accuracy:.3f}; noise draws with one direction for all four moving prompts: {locked}/{draws}")
 
 
@@ -156,7 +158,7 @@ def motion_word_states(model, tokenizer) -> None:
     """Figure 6: how alike the text encoder makes the four motion words, at their own token."""
     from minivdm.text import encode_captions
 
-    words = ("left", "right", "up", "down")
+    words = DIRECTIONS
     input_ids, _ = encode_captions(tokenizer, [f"a red circle moving {word}" for word in words])
     position = (input_ids != input_ids[0]).any(0).nonzero()[0].item()  # the captions differ only at the motion word
     with torch.no_grad():
