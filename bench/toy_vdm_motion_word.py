@@ -40,7 +40,6 @@ import re
 import torch
 
 FLIPPED = {"left": "right", "right": "left", "up": "down", "down": "up"}
-DIRECTIONS = tuple(FLIPPED)  # the four moving motions of the toy world
 TIMES = (0.5, 0.7, 0.85, 0.95, 0.999)
 
 
@@ -138,37 +137,23 @@ def main() -> None:
 
 def prompted(model, tokenizer, draws: int = 8) -> None:
     """Figure 5: the motion the oracle reads in samples of "a red circle <motion>", per prompt and noise draw."""
-    from minivdm.toy_vdm import sample_toy_videos
-    from minivdm.toyworld import MOTIONS
-    from minivdm.toyworld.oracle import read_video
+    from minivdm.motion_word import motion_accuracy, one_way_draws, prompted_motions, red_circle_prompt
 
     print(f"5. motion read in samples of 'a red circle <motion>', noise draws 0..{draws - 1} (chance 0.2)")
-    read = {}
-    for motion in MOTIONS:
-        prompt = "a red circle standing still" if motion == "still" else f"a red circle moving {motion}"
-        videos = sample_toy_videos(model, tokenizer, [prompt] * draws, seed=0)
-        read[motion] = [objects[0].motion if objects else "-" for objects in read_video(videos)]
-        print(f"   {prompt:28s} " + " ".join(f"{m:5s}" for m in read[motion]))
-    accuracy = sum(m == motion for motion, seen in read.items() for m in seen) / (5 * draws)
-    locked = sum(len({read[motion][k] for motion in DIRECTIONS}) == 1 for k in range(draws))
-    print(f"   motion accuracy {accuracy:.3f}; noise draws with one direction for all four moving prompts: {locked}/{draws}")
+    _, read = prompted_motions(model, tokenizer, draws, seed=0)
+    for motion, seen in read.items():
+        print(f"   {red_circle_prompt(motion):28s} " + " ".join(f"{m:5s}" for m in seen))
+    print(f"   motion accuracy {motion_accuracy(read):.3f}; noise draws with one direction for all four moving "
+          f"prompts: {one_way_draws(read)}/{draws}")
 
 
 def motion_word_states(model, tokenizer) -> None:
     """Figure 6: how alike the text encoder makes the four motion words, at their own token."""
-    from minivdm.text import encode_captions
+    from minivdm.motion_word import MOVING, motion_word_cosines
 
-    words = DIRECTIONS
-    input_ids, _ = encode_captions(tokenizer, [f"a red circle moving {word}" for word in words])
-    position = (input_ids != input_ids[0]).any(0).nonzero()[0].item()  # the captions differ only at the motion word
-    with torch.no_grad():
-        vectors = {"input embedding": model.text_encoder.get_input_embeddings()(input_ids)[:, position],
-                   "encoder output": model.text_encoder(input_ids)[0][:, position]}
     print("6. cosine between motion words at their own token (a red circle moving <word>)")
-    for name, v in vectors.items():
-        v = torch.nn.functional.normalize(v, dim=-1)
-        cosine = v @ v.T
-        print(f"   {name:16s} " + "  ".join(f"{words[i]}/{words[j]} {cosine[i, j]:+.3f}"
+    for name, cosine in motion_word_cosines(model, tokenizer).items():
+        print(f"   {name:16s} " + "  ".join(f"{MOVING[i]}/{MOVING[j]} {cosine[i, j]:+.3f}"
                                             for i, j in ((0, 1), (2, 3), (0, 2))))
 
 
