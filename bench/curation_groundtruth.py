@@ -18,7 +18,7 @@ from minivdm.curation.cuts import benchmark_footage_cuts
 from minivdm.curation.motion import benchmark_footage_motion
 from minivdm.curation.pipeline import curate_video, toy_world_config
 from minivdm.curation.text_area import benchmark_footage_text
-from minivdm.curation.toy_clip import benchmark_footage_clip_scores, load_toy_clip_scorer
+from minivdm.toy.clip import benchmark_footage_clip_scores, load_toy_clip_scorer
 from minivdm.toyworld import caption_video
 from minivdm.toyworld.footage import FOOTAGE_FPS, make_footage
 

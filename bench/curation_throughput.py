@@ -39,7 +39,7 @@ def main() -> None:
             frames += footage.video.shape[1]
         options = {"config": CurationConfig()}
         if args.clip_scorer:
-            from minivdm.curation.toy_clip import load_toy_clip_scorer
+            from minivdm.toy.clip import load_toy_clip_scorer
 
             options = {"config": toy_world_config(), "scorer": load_toy_clip_scorer(), "captioner": caption_video}
         start = time.perf_counter()

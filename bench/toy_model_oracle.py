@@ -19,7 +19,7 @@ KEYS = ("caption_accuracy", "colour_accuracy", "shape_accuracy", "motion_accurac
 
 
 def text_to_image(folder: str | None) -> None:
-    from minivdm.tiny_models import TEXT_TO_IMAGE_DIR, evaluate_text_to_image, load_text_to_image
+    from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, evaluate_text_to_image, load_text_to_image
     from minivdm.toyworld import generate_images
 
     model, tokenizer = load_text_to_image(folder or TEXT_TO_IMAGE_DIR)
@@ -38,7 +38,7 @@ def text_to_image(folder: str | None) -> None:
 
 
 def vdm(folder: str | None, prompts: int) -> None:
-    from minivdm.toy_vdm import TOY_VDM_DIR, TOY_VDM_FRAMES, evaluate_toy_vdm, load_toy_vdm
+    from minivdm.toy.vdm import TOY_VDM_DIR, TOY_VDM_FRAMES, evaluate_toy_vdm, load_toy_vdm
     from minivdm.toyworld import generate
     from minivdm.toyworld.world import ToyWorldConfig
 

@@ -49,7 +49,7 @@ def flip_motion_words(captions: list[str]) -> list[str]:
 
 
 def predicted_x(model, z, t, input_ids):
-    from minivdm.toy_vdm import TOY_VDM_SCHEDULE
+    from minivdm.toy.vdm import TOY_VDM_SCHEDULE
 
     alpha, sigma = (value.view(-1, 1, 1, 1, 1) for value in TOY_VDM_SCHEDULE.alpha_sigma(t))
     with torch.no_grad():
@@ -66,7 +66,7 @@ def red_centre_x(video: torch.Tensor) -> list[float]:
 def main() -> None:
     from minivdm.diffusion.forward_process import add_noise
     from minivdm.text import encode_captions
-    from minivdm.toy_vdm import TOY_VDM_DATASET_SIZE, TOY_VDM_DIR, TOY_VDM_FRAMES, TOY_VDM_SCHEDULE, load_toy_vdm
+    from minivdm.toy.vdm import TOY_VDM_DATASET_SIZE, TOY_VDM_DIR, TOY_VDM_FRAMES, TOY_VDM_SCHEDULE, load_toy_vdm
     from minivdm.toyworld import generate
     from minivdm.toyworld.world import ToyWorldConfig
 
@@ -137,7 +137,7 @@ def main() -> None:
 
 def prompted(model, tokenizer, draws: int = 8) -> None:
     """Figure 5: the motion the oracle reads in samples of "a red circle <motion>", per prompt and noise draw."""
-    from minivdm.motion_word import motion_accuracy, one_way_draws, prompted_motions, red_circle_prompt
+    from minivdm.toy.vdm_motion_word import motion_accuracy, one_way_draws, prompted_motions, red_circle_prompt
 
     print(f"5. motion read in samples of 'a red circle <motion>', noise draws 0..{draws - 1} (chance 0.2)")
     _, read = prompted_motions(model, tokenizer, draws, seed=0)
@@ -149,7 +149,7 @@ def prompted(model, tokenizer, draws: int = 8) -> None:
 
 def motion_word_states(model, tokenizer) -> None:
     """Figure 6: how alike the text encoder makes the four motion words, at their own token."""
-    from minivdm.motion_word import MOVING, motion_word_cosines
+    from minivdm.toy.vdm_motion_word import MOVING, motion_word_cosines
 
     print("6. cosine between motion words at their own token (a red circle moving <word>)")
     for name, cosine in motion_word_cosines(model, tokenizer).items():
@@ -161,7 +161,7 @@ def decision(model, ids, held_out, picked: list[int], starts=(0.9, 0.95, 0.98)) 
     """Figure 4: the fraction of clips whose direction survives noising to t0 and denoising, per caption."""
     from minivdm.diffusion import guided_model, sample
     from minivdm.diffusion.forward_process import add_noise
-    from minivdm.toy_vdm import TOY_VDM_SCHEDULE
+    from minivdm.toy.vdm import TOY_VDM_SCHEDULE
     from minivdm.toyworld.oracle import read_video
 
     x = held_out.video[picked]

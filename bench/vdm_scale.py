@@ -37,7 +37,7 @@ from minivdm.diffusion import guided_model, sample
 from minivdm.diffusion.reconstruction_guidance import reconstruction_guided_extension_model
 from minivdm.methods.video_extension import extend_video
 from minivdm.models.vdm_unet import VDMUNet
-from minivdm.toy_vdm import TOY_VDM_SCHEDULE
+from minivdm.toy.vdm import TOY_VDM_SCHEDULE
 
 TEXT_TOKENS = 16
 GUIDANCE_SCALE = 3.0

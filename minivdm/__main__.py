@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
-        from minivdm.tiny_models import CHAPTER1_TRAIN, train_image_denoiser
+        from minivdm.toy.denoisers import CHAPTER1_TRAIN, train_image_denoiser
 
         config = CHAPTER1_TRAIN if args.steps is None else dataclasses.replace(CHAPTER1_TRAIN, steps=args.steps)
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-text-to-image":
         import dataclasses
 
-        from minivdm.tiny_models import TEXT_TO_IMAGE_ANNEAL, TEXT_TO_IMAGE_TRAIN, train_text_to_image
+        from minivdm.toy.text_to_image import TEXT_TO_IMAGE_ANNEAL, TEXT_TO_IMAGE_TRAIN, train_text_to_image
 
         recipe = TEXT_TO_IMAGE_TRAIN if args.anneal_from is None else TEXT_TO_IMAGE_ANNEAL
         overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         import dataclasses
 
         from minivdm.models.vdm_unet import VIDEO_ONLY_PARAMETERS
-        from minivdm.toy_vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_ANNEAL, TOY_VDM_TRAIN, WORD_EMBEDDINGS,
+        from minivdm.toy.vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_ANNEAL, TOY_VDM_TRAIN, WORD_EMBEDDINGS,
                                      train_toy_vdm)
 
         if args.anneal_from is not None and args.continue_from is not None:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                             **options))
         return 0
     if args.command == "train-toy-clip":
-        from minivdm.curation.toy_clip import train_toy_clip
+        from minivdm.toy.clip import train_toy_clip
 
         command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         print(train_toy_clip(args.out, steps=args.steps, checkpoint_dir=args.checkpoint_dir, command=command))

@@ -15,7 +15,7 @@ from einops import rearrange
 
 from minivdm.diffusion import add_noise, sample
 from minivdm.io import write_video
-from minivdm.tiny_models import CHAPTER1_SCHEDULE, load_image_denoiser
+from minivdm.toy.denoisers import CHAPTER1_SCHEDULE, load_image_denoiser
 from minivdm.toyworld import ToyWorldConfig, generate
 from minivdm.toyworld.oracle import read_video
 

@@ -43,7 +43,7 @@ def test_each_filter_drops_its_kind_and_keeps_good_clips(footage, records):
 
 def test_the_clip_scorer_drops_low_quality_and_miscaptioned_clips(footage):
     from minivdm.curation.pipeline import toy_world_config
-    from minivdm.curation.toy_clip import load_toy_clip_scorer
+    from minivdm.toy.clip import load_toy_clip_scorer
 
     scorer = load_toy_clip_scorer()
     config = toy_world_config()

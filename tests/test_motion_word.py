@@ -1,13 +1,13 @@
-"""The motion-word measurements of tutorial 3, section 8 (minivdm/motion_word.py)."""
+"""The motion-word measurements of tutorial 3, section 8 (minivdm/toy/vdm_motion_word.py)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from minivdm.motion_word import (MOVING, motion_accuracy, motion_word_cosines, one_way_draws, prompted_motions,
+from minivdm.toy.vdm_motion_word import (MOVING, motion_accuracy, motion_word_cosines, one_way_draws, prompted_motions,
                                  red_circle_prompt)
 from minivdm.text import encode_captions
-from minivdm.toy_vdm import load_toy_vdm
+from minivdm.toy.vdm import load_toy_vdm
 from minivdm.toyworld import MOTIONS
 
 

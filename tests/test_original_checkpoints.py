@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from minivdm.configs.stable_diffusion import SD2_DEPTH, SD15, TINY
 from minivdm.io.checkpoints import CheckpointMismatchError
-from minivdm.models.original_checkpoints import LDM_UNET_PREFIX, ldm_unet_key_map
+from minivdm.models.original_checkpoints import LDM_UNET_PREFIX, ldm_unet_key_map, load_original_unet
 from minivdm.models.unet_2d_condition import (
     ATTENTION_DOWN,
     ATTENTION_UP,
@@ -98,7 +98,7 @@ def test_diffusers_converter_reads_our_ldm_layout_back_exactly(variant):
 def test_from_single_file_matches_diffusers_and_ignores_other_components(tmp_path, variant):
     config = CONFIGS[variant]
     reference, path = write_original_checkpoint(tmp_path, config)
-    ours = UNet2DConditionModel.from_single_file(path, config)
+    ours = load_original_unet(path, config)
     g = torch.Generator().manual_seed(1)
     sample = torch.randn(2, config.in_channels, 16, 16, generator=g)
     context = torch.randn(2, 7, config.cross_attention_dim, generator=g)
@@ -115,7 +115,7 @@ def test_a_renamed_key_is_named_and_nothing_loads(tmp_path):
     state[LDM_UNET_PREFIX + "middle_block.1.proj_inn.weight"] = renamed
     save_file(state, str(path))
     with pytest.raises(CheckpointMismatchError) as raised:
-        UNet2DConditionModel.from_single_file(path, TINY)
+        load_original_unet(path, TINY)
     message = str(raised.value)
     assert "mid_block.attentions.0.proj_in.weight" in message  # missing, in our names
     assert "middle_block.1.proj_inn.weight" in message  # unexpected, in the file's names
@@ -128,7 +128,7 @@ def test_a_missing_upsampler_is_named(tmp_path):
     del state[LDM_UNET_PREFIX + "output_blocks.3.2.conv.weight"]
     save_file(state, str(path))
     with pytest.raises(CheckpointMismatchError, match=r"up_blocks\.1\.upsamplers\.0\.conv\.weight") as raised:
-        UNet2DConditionModel.from_single_file(path, TINY)
+        load_original_unet(path, TINY)
     assert LDM_UNET_PREFIX + "output_blocks.3.2.conv.weight" in str(raised.value)
 
 
@@ -136,7 +136,7 @@ def test_an_sd2_file_with_an_sd1_config_is_refused_by_shape(tmp_path):
     linear = CONFIGS["sd2-linear-projection-2-layers"]
     _, path = write_original_checkpoint(tmp_path, linear)
     with pytest.raises(CheckpointMismatchError, match=r"proj_in\.weight: \(64, 64\) vs \(64, 64, 1, 1\)"):
-        UNet2DConditionModel.from_single_file(path, replace(linear, use_linear_projection=False))
+        load_original_unet(path, replace(linear, use_linear_projection=False))
 
 
 def test_pickle_is_refused_by_default(tmp_path):
@@ -144,7 +144,7 @@ def test_pickle_is_refused_by_default(tmp_path):
     path = tmp_path / "v1-tiny.ckpt"
     torch.save(ldm_state_dict(reference, TINY), path)
     with pytest.raises(ValueError, match="pickle"):
-        UNet2DConditionModel.from_single_file(path, TINY)
+        load_original_unet(path, TINY)
 
 
 def test_a_file_without_an_ldm_unet_gets_a_clear_error(tmp_path):
@@ -152,11 +152,11 @@ def test_a_file_without_an_ldm_unet_gets_a_clear_error(tmp_path):
     path = tmp_path / "diffusers_layout.safetensors"
     save_file({key: tensor.contiguous() for key, tensor in reference.state_dict().items()}, str(path))
     with pytest.raises(ValueError, match=r"no key starts with 'model\.diffusion_model\.'.*from_pretrained"):
-        UNet2DConditionModel.from_single_file(path, TINY)
+        load_original_unet(path, TINY)
     with pytest.raises(ValueError, match="is a folder"):
-        UNet2DConditionModel.from_single_file(tmp_path, TINY)
+        load_original_unet(tmp_path, TINY)
     with pytest.raises(TypeError, match="UNet2DConditionConfig"):
-        UNet2DConditionModel.from_single_file(path, diffusers_kwargs(TINY))
+        load_original_unet(path, diffusers_kwargs(TINY))
 
 
 @pytest.mark.parametrize("config", [SD15, SD2_DEPTH], ids=lambda config: config.name)

@@ -7,7 +7,8 @@ import torch
 from minivdm.demo import run_demo
 from minivdm.diffusion import add_noise, sample
 from minivdm.io import read_video
-from minivdm.tiny_models import CHAPTER1_SCHEDULE, chapter1_path, load_image_denoiser, read_metadata
+from minivdm.toy import read_metadata
+from minivdm.toy.denoisers import CHAPTER1_SCHEDULE, chapter1_path, load_image_denoiser
 from minivdm.toyworld import generate_images
 from minivdm.toyworld.oracle import colour_fidelity
 
@@ -66,7 +67,7 @@ def test_demo_writes_videos_that_read_back(tmp_path):
 def test_shipped_text_to_image_model_is_small_records_its_command_and_follows_prompts():
     import json
 
-    from minivdm.tiny_models import TEXT_TO_IMAGE_DIR, evaluate_text_to_image, load_text_to_image
+    from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, evaluate_text_to_image, load_text_to_image
     from minivdm.toyworld import generate_images
 
     size = sum(p.stat().st_size for p in TEXT_TO_IMAGE_DIR.rglob("*") if p.is_file())
@@ -80,7 +81,7 @@ def test_shipped_text_to_image_model_is_small_records_its_command_and_follows_pr
 
 
 def test_text_to_image_recipe_writes_a_loadable_diffusers_folder(tmp_path):
-    from minivdm.tiny_models import load_text_to_image, train_text_to_image
+    from minivdm.toy.text_to_image import load_text_to_image, train_text_to_image
     from minivdm.train import TrainConfig
 
     config = TrainConfig(steps=2, warmup_steps=1, checkpoint_every=2, log_every=1)
@@ -97,7 +98,7 @@ def test_text_to_image_recipe_writes_a_loadable_diffusers_folder(tmp_path):
 def test_the_annealing_stage_starts_from_the_given_model_and_records_where_it_came_from(tmp_path):
     import json
 
-    from minivdm.tiny_models import load_text_to_image, train_text_to_image
+    from minivdm.toy.text_to_image import load_text_to_image, train_text_to_image
     from minivdm.train import TrainConfig
 
     first = train_text_to_image(tmp_path / "first", config=TrainConfig(steps=2, warmup_steps=1, checkpoint_every=2,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import minivdm.curation.toy_clip as toy_clip
+import minivdm.toy.clip as toy_clip
 from minivdm.__main__ import main
 from minivdm.curation.clip_scores import AESTHETIC_HEAD_FILE, key_frames
-from minivdm.curation.toy_clip import (
+from minivdm.toy.clip import (
     AESTHETIC_THRESHOLD, HELD_OUT_SEEDS, TEXT_SIMILARITY_THRESHOLD, TOY_CLIP_DIR, TUNING_SEEDS,
     benchmark_footage_clip_scores, best_threshold, footage_clip_scores, load_toy_clip_scorer, mismatched_captions,
     toy_clip_metadata, train_toy_clip,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from minivdm.__main__ import main
-from minivdm.tiny_models import TEXT_TO_IMAGE_DIR
-from minivdm.toy_vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP, WORD_EMBEDDINGS,
+from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR
+from minivdm.toy.vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP, WORD_EMBEDDINGS,
                              load_toy_vdm, sample_toy_videos)
 
 
@@ -17,7 +17,7 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     assert main(["train-vdm", "--out", str(out), "--steps", "2", "--dataset-size", "16", "--checkpoint-dir", str(tmp_path / "ck")]) == 0
     assert (out / "vdm.safetensors").exists() and (out / "text_encoder").is_dir() and (out / "tokenizer").is_dir()
     model, tokenizer = load_toy_vdm(out)
-    from minivdm.tiny_models import read_metadata
+    from minivdm.toy import read_metadata
 
     metadata = read_metadata(out / "vdm.safetensors")
     assert metadata["command"].startswith("python -m minivdm train-vdm")
@@ -59,8 +59,8 @@ def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
 
 
 def test_first_stage_starts_from_the_image_model_and_learns_only_time_at_first(monkeypatch):
-    import minivdm.toy_vdm as toy_vdm
-    from minivdm.tiny_models import load_text_to_image
+    import minivdm.toy.vdm as toy_vdm
+    from minivdm.toy.text_to_image import load_text_to_image
 
     captured = {}
 
@@ -87,7 +87,7 @@ def test_first_stage_starts_from_the_image_model_and_learns_only_time_at_first(m
 
 
 def test_a_training_batch_is_clips_then_captioned_still_images(monkeypatch):
-    import minivdm.toy_vdm as toy_vdm
+    import minivdm.toy.vdm as toy_vdm
 
     captured = {}
 
@@ -124,7 +124,7 @@ def test_a_training_batch_is_clips_then_captioned_still_images(monkeypatch):
 def test_adding_the_text_modulation_keeps_the_function():
     from minivdm.configs.vdm import TINY_VDM
     from minivdm.models.vdm_unet import VDMUNet
-    from minivdm.toy_vdm import _with_temporal_text_modulation
+    from minivdm.toy.vdm import _with_temporal_text_modulation
 
     torch.manual_seed(0)
     model = VDMUNet(TINY_VDM).eval()
@@ -144,7 +144,7 @@ def test_adding_the_text_modulation_keeps_the_function():
 def test_weights_from_before_the_key_embeddings_and_pooled_text_load_as_the_same_function():
     from minivdm.configs.vdm import TINY_VDM
     from minivdm.models.vdm_unet import VDMUNet
-    from minivdm.toy_vdm import _upgrade_older_weights
+    from minivdm.toy.vdm import _upgrade_older_weights
 
     torch.manual_seed(0)
     model = VDMUNet(TINY_VDM).eval()

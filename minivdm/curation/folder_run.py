@@ -159,7 +159,7 @@ def run_curate_command(args) -> str:
 
     scorer, config = None, CurationConfig()
     if args.clip == "toy":
-        from minivdm.curation.toy_clip import load_toy_clip_scorer
+        from minivdm.toy.clip import load_toy_clip_scorer
 
         scorer, config = load_toy_clip_scorer(), toy_world_config()
     elif args.clip != "none":

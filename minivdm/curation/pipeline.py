@@ -52,7 +52,7 @@ class CurationConfig:
 
 def toy_world_config() -> CurationConfig:
     """Thresholds tuned on the toy world's footage, with the shipped toy CLIP's aesthetic and caption filters."""
-    from minivdm.curation.toy_clip import AESTHETIC_THRESHOLD, TEXT_SIMILARITY_THRESHOLD
+    from minivdm.toy.clip import AESTHETIC_THRESHOLD, TEXT_SIMILARITY_THRESHOLD
 
     return CurationConfig(min_aesthetic=AESTHETIC_THRESHOLD, min_text_similarity=TEXT_SIMILARITY_THRESHOLD)
 

@@ -26,7 +26,7 @@ never see each other, so long-range consistency rests on the ``overlap`` frames 
 
 ``model_fn(z_t, t)`` is any model over (B, C, window, H, W) clips that treats batch items
 independently (the guidance sums its error over the batch). A text-conditioned model with
-classifier-free guidance is wrapped as in ``minivdm.toy_vdm.sample_toy_videos``::
+classifier-free guidance is wrapped as in ``minivdm.toy.vdm.sample_toy_videos``::
 
     model_fn = guided_model(model, input_ids, null_ids, guidance_scale)   # minivdm.diffusion
     video = extend_video(model_fn, first_clip, 32, TOY_VDM_SCHEDULE, window=8, overlap=4, w_r=2.0, num_steps=30)

@@ -193,15 +193,6 @@ class UNet2DConditionModel(nn.Module):
         """Load a diffusers-format unet folder (options: dtype, device, allow_pickle)."""
         return from_pretrained(cls, UNet2DConditionConfig, path, subfolder, **options)
 
-    @classmethod
-    def from_single_file(cls, path, config: UNet2DConditionConfig, **options) -> "UNet2DConditionModel":
-        """Load the U-Net of an original single-file checkpoint (CompVis/LDM layout, e.g.
-        v1-5-pruned-emaonly.safetensors). The file holds no config: pass one, e.g.
-        ``minivdm.configs.stable_diffusion.SD15`` (options: dtype, device, allow_pickle)."""
-        from minivdm.models.original_checkpoints import load_original_unet  # that module imports this one
-
-        return load_original_unet(path, config, **options)
-
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
                 encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         check_image(sample, "sample")

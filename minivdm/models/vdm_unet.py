@@ -47,7 +47,7 @@ the video frames never see them. Text: c of shape (B, L, D) is shared by all fra
 Why the pooled text as well as cross-attention (as Imagen, on which VDM builds, adds a pooled text
 embedding to the timestep embedding): cross-attention reaches a pixel only where the query learns to
 look at a word, and the image model's queries look at colour and shape words, which image captions
-had. The motion words reach the U-Net through cross-attention only weakly (see ``minivdm.toy_vdm``);
+had. The motion words reach the U-Net through cross-attention only weakly (see ``minivdm.toy.vdm``);
 the pooled vector puts them into every ResBlock of every frame, and from there into the temporal
 attention's queries, which choose with the relative key embeddings which way in time to look.
 W_c starts at zero, so an inflated image model is unchanged by it. Measured on the toy VDM, this

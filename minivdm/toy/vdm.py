@@ -3,7 +3,7 @@ saved, loaded, sampled and scored.
 
 The factorised space-time U-Net (``minivdm.models.vdm_unet``) and the toy CLIP text encoder are trained
 together on toy-world clips (8 frames, 32x32), predicting v under the cosine schedule. They start from
-the toy text-to-image model (``minivdm.tiny_models``): its U-Net becomes the spatial layers and
+the toy text-to-image model (``minivdm.toy.text_to_image``): its U-Net becomes the spatial layers and
 temporal attention starts as the identity (``VDMUNet.from_image_unet``), so training begins from a
 model that already draws the right objects in each frame and only has to learn time. Training uses
 VDM's joint video-image training: each clip in a batch carries ``TOY_VDM_IMAGES_PER_CLIP`` extra independent
@@ -35,7 +35,8 @@ from minivdm.diffusion import CosineSchedule
 from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
 from minivdm.diffusion.parameterization import training_target
 from minivdm.models.vdm_unet import POOLED_TEXT_PARAMETERS, VDMUNet, VDMUNetConfig
-from minivdm.tiny_models import DATA_DIR, TEXT_TO_IMAGE_DIR, load_text_to_image, read_metadata
+from minivdm.toy import DATA_DIR, read_metadata
+from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, load_text_to_image
 from minivdm.train import TrainConfig, describe, save_weights, train
 
 TOY_VDM_DIR = DATA_DIR / "toy_vdm"

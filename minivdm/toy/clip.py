@@ -48,7 +48,7 @@ from minivdm.curation.clip_scores import (
     AESTHETIC_HEAD_FILE, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, AestheticHead, ClipScorer, clip_pixel_values,
     key_frames, load_clip_scorer,
 )
-from minivdm.tiny_models import DATA_DIR, read_metadata
+from minivdm.toy import DATA_DIR, read_metadata
 from minivdm.train import TrainConfig, describe, save_weights, train
 
 TOY_CLIP_DIR = DATA_DIR / "toy_clip"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from minivdm.text import encode_captions
-from minivdm.toy_vdm import sample_toy_videos
+from minivdm.toy.vdm import sample_toy_videos
 from minivdm.toyworld import MOTIONS
 from minivdm.toyworld.oracle import read_video
 

@@ -1,0 +1,27 @@
+"""The tiny models shipped in ``data/``, one module each: its recipe (how it was trained), loader,
+sampling and oracle evaluation.
+
+    denoisers        chapter 1: two pixel-space denoisers of toy-world frames (eps and v)
+    text_to_image    chapter 2: the toy text-to-image model (SD-layout U-Net + toy CLIP text encoder)
+    vdm              chapters 3-4: the toy text-to-video VDM, inflated from the text-to-image model
+    vdm_motion_word  chapter 3: who picks the toy VDM's motion direction, the prompt or the noise
+    clip             chapter 5: the toy CLIP and its aesthetic head for data curation
+
+Every shipped checkpoint records the exact command, the model config and the training config that
+produced it (safetensors metadata, or ``_minivdm`` in a diffusers config.json), and each
+``data/<model>/`` folder has a model card (``README.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import safe_open
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a shipped safetensors file (the command that made it, configs, training figures)."""
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
