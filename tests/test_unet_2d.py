@@ -60,9 +60,43 @@ def test_loader_refuses_a_checkpoint_with_a_renamed_key(tmp_path):
         UNet2DConditionModel.from_pretrained(tmp_path)
 
 
-def test_unsupported_config_options_are_refused():
-    with pytest.raises(ValueError, match="class_embed_type"):
-        UNet2DConditionConfig.from_diffusers({**diffusers_kwargs(TINY), "class_embed_type": "timestep"})
+def test_every_diffusers_option_is_honoured_or_fixed():
+    # nothing diffusers can write into config.json loads as something else: each init option is one of
+    # our fields (honoured) or fixed at the one value we implement (refused at any other)
+    import inspect
+
+    from minivdm.models.unet_2d_condition import UNET_2D_FIXED_OPTIONS
+
+    options = set(inspect.signature(DiffusersUNet.__init__).parameters) - {"self"}
+    ours = set(UNet2DConditionConfig.__dataclass_fields__) - {"name"}
+    assert options == ours | set(UNET_2D_FIXED_OPTIONS)
+    defaults = {k: p.default for k, p in inspect.signature(DiffusersUNet.__init__).parameters.items()}
+    assert all(defaults[key] == value for key, value in UNET_2D_FIXED_OPTIONS.items())
+
+
+def test_a_config_saved_by_diffusers_reads_back_as_the_same_architecture(tmp_path):
+    import json
+
+    with torch.device("meta"):
+        DiffusersUNet(**diffusers_kwargs(TINY)).save_config(tmp_path)  # every option, at diffusers' values
+    assert UNet2DConditionConfig.from_diffusers(json.loads((tmp_path / "config.json").read_text()), name="tiny") == TINY
+
+
+@pytest.mark.parametrize("key, value", [
+    ("class_embed_type", "timestep"), ("timestep_post_act", "silu"), ("time_embedding_act_fn", "gelu"),
+    ("transformer_layers_per_block", [1, 2, 2]), ("conv_in_kernel", 1), ("resnet_time_scale_shift", "scale_shift"),
+    ("dropout", 0.1), ("only_cross_attention", [False, True, False]), ("center_input_sample", True),
+    ("layers_per_block", [1, 2, 2]), ("a_future_option", 3), ("use_linear_projection", 1), ("sample_size", [32, 16]),
+])
+def test_options_we_do_not_implement_are_refused_by_name(key, value):
+    with pytest.raises(ValueError, match=key):
+        UNet2DConditionConfig.from_diffusers({**diffusers_kwargs(TINY), key: value})
+
+
+def test_per_block_lists_of_one_value_read_as_that_value():
+    config = UNet2DConditionConfig.from_diffusers({**diffusers_kwargs(TINY), "layers_per_block": [2, 2, 2],
+                                                   "transformer_layers_per_block": [1, 1, 1]}, name=TINY.name)
+    assert config == replace(TINY, layers_per_block=2)
 
 
 def test_bad_input_names_the_expected_layout():

@@ -82,10 +82,24 @@ def test_modelscope_config_is_diffusers_default_and_round_trips():
 
 @pytest.mark.parametrize("key, value", [("act_fn", "gelu"), ("num_attention_heads", 8), ("time_cond_proj_dim", 256),
                                         ("downsample_padding", 0), ("attention_head_dim", [64, 64, 64, 64]),
-                                        ("norm_num_groups", None), ("_class_name", "UNet2DConditionModel")])
+                                        ("norm_num_groups", None), ("_class_name", "UNet2DConditionModel"),
+                                        ("layers_per_block", [1, 2, 2, 2]), ("transformer_layers_per_block", 2),
+                                        ("mid_block_scale_factor", 2)])
 def test_from_diffusers_refuses_unsupported_options(key, value):
     with pytest.raises(ValueError, match=key):
         UNet3DConditionConfig.from_diffusers({**MODELSCOPE_T2V.to_diffusers(), key: value})
+
+
+def test_every_diffusers_option_is_honoured_or_fixed():
+    import inspect
+
+    from minivdm.models.unet_3d_condition import UNET_3D_FIXED_OPTIONS
+
+    parameters = inspect.signature(DiffusersUNet3D.__init__).parameters
+    assert set(parameters) - {"self"} == set(UNet3DConditionConfig.__dataclass_fields__) - {"name"} | set(UNET_3D_FIXED_OPTIONS)
+    assert all(parameters[key].default == value for key, value in UNET_3D_FIXED_OPTIONS.items())
+    with pytest.raises(ValueError, match="a_future_option.*does not know"):
+        UNet3DConditionConfig.from_diffusers({**MODELSCOPE_T2V.to_diffusers(), "a_future_option": 1})
 
 
 def test_matches_diffusers_numerically(trained_pair):

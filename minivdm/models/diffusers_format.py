@@ -1,8 +1,9 @@
 """diffusers' format for minivdm's models: config.json <-> our config dataclasses, and loading a
 published component folder into our from-scratch module.
 
-Our config fields carry diffusers' key names, so reading is a filter over known keys; what a
-published config sets but minivdm does not implement is refused by name rather than ignored.
+Our config fields carry diffusers' key names. Every key of a published config is either one of
+them (honoured), an option fixed at the one value minivdm implements (refused by name at any other
+value), or refused by name as unknown: nothing is silently ignored.
 """
 
 from __future__ import annotations
@@ -16,16 +17,66 @@ import torch
 Config = TypeVar("Config")
 
 
-def config_from_diffusers(cls: type[Config], config: dict, *, name: str, class_name: str, unsupported: dict) -> Config:
-    """Build ``cls`` from a config.json dict; ``unsupported`` maps option -> the only value we accept."""
+def _same(value, only_value) -> bool:
+    """``value`` is ``only_value``, or a per-block list of it (diffusers accepts both)."""
+    if isinstance(value, (list, tuple)) and not isinstance(only_value, (list, tuple)):
+        return all(_same(v, only_value) for v in value)
+    if isinstance(value, bool) or isinstance(only_value, bool):
+        return value is only_value  # 0 is not False here
+    return value == only_value
+
+
+def _check_field_type(class_name: str, field, value) -> None:
+    """A config.json value must have the type of our field (ints are fine for floats; lists for tuples)."""
+    default, annotation = field.default, str(field.type)
+    if isinstance(value, (list, tuple)):
+        ok = "tuple" in annotation
+    elif isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"config has {field.name}={value!r} ({type(value).__name__}); minivdm's {class_name} "
+                         f"expects {annotation} like {default!r}")
+
+
+def config_from_diffusers(cls: type[Config], config: dict, *, name: str, class_name: str, fixed: dict,
+                          per_block_ints: tuple[str, ...] = ()) -> Config:
+    """Build ``cls`` from a config.json dict. Every key is accounted for, so nothing loads as something else:
+
+    * a field of ``cls`` is honoured (our field names are diffusers' keys);
+    * a key of ``fixed`` (option -> the only value minivdm implements) is refused by name at any other value;
+    * ``_``-prefixed keys are metadata (``_diffusers_version``, our ``_minivdm`` provenance);
+    * any other key is refused by name: minivdm does not know what it would change.
+
+    ``per_block_ints`` are int fields that diffusers also accepts as one value per block; a list with
+    one value throughout is that int, a list of different values is refused by name.
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"a {class_name} config must be a dict (config.json), got {type(config).__name__}")
     if config.get("_class_name", class_name) != class_name:
         raise ValueError(f"expected a {class_name} config, got _class_name={config['_class_name']!r}")
-    for key, only_value in unsupported.items():
-        value = config.get(key, only_value)
-        if value != only_value and not (isinstance(value, list) and all(v == only_value for v in value)):
-            raise ValueError(f"config has {key}={value!r}; minivdm's {class_name} supports only {only_value!r}")
-    known = {f.name for f in fields(cls)}
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items() if key in known}
+    known_fields = {f.name: f for f in fields(cls) if f.name != "name"}
+    values = {}
+    for key, value in config.items():
+        if key.startswith("_"):
+            continue
+        if key in fixed:
+            if not _same(value, fixed[key]):
+                raise ValueError(f"config has {key}={value!r}; minivdm's {class_name} supports only {fixed[key]!r}")
+        elif key in known_fields:
+            if key in per_block_ints and isinstance(value, (list, tuple)):
+                if len(set(value)) != 1:
+                    raise ValueError(f"config has {key}={value!r}; minivdm's {class_name} supports one {key} "
+                                     f"for every block (an int), not a different value per block")
+                value = value[0]
+            _check_field_type(class_name, known_fields[key], value)
+            values[key] = tuple(value) if isinstance(value, list) else value
+        else:
+            raise ValueError(f"config has {key}={value!r}, an option minivdm's {class_name} does not know: "
+                             f"refused rather than ignored (known options: {sorted([*known_fields, *fixed])})")
     return cls(**{**values, "name": name})
 
 

@@ -33,6 +33,22 @@ ATTENTION_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 ATTENTION_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
 
 
+# Every other option of diffusers' UNet2DConditionModel, at the one value this implementation has
+# (SD 1.x / 2.x use these values; a config that sets another is refused by name).
+UNET_2D_FIXED_OPTIONS = {
+    "center_input_sample": False, "mid_block_type": "UNetMidBlock2DCrossAttn", "only_cross_attention": False,
+    "downsample_padding": 1, "mid_block_scale_factor": 1, "dropout": 0.0, "act_fn": "silu",
+    "transformer_layers_per_block": 1, "reverse_transformer_layers_per_block": None, "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None, "num_attention_heads": None, "dual_cross_attention": False,
+    "class_embed_type": None, "addition_embed_type": None, "addition_time_embed_dim": None, "num_class_embeds": None,
+    "resnet_time_scale_shift": "default", "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
+    "time_embedding_type": "positional", "time_embedding_dim": None, "time_embedding_act_fn": None,
+    "timestep_post_act": None, "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
+    "projection_class_embeddings_input_dim": None, "attention_type": "default", "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None, "cross_attention_norm": None, "addition_embed_type_num_heads": 64,
+}
+
+
 @dataclass(frozen=True)
 class UNet2DConditionConfig:
     """Field names are diffusers' config.json keys, so a published config reads straight in."""
@@ -62,13 +78,8 @@ class UNet2DConditionConfig:
     @classmethod
     def from_diffusers(cls, config: dict, name: str = "loaded") -> "UNet2DConditionConfig":
         """Read a diffusers unet/config.json dict; refuse options this implementation does not have."""
-        return config_from_diffusers(cls, config, name=name, class_name="UNet2DConditionModel", unsupported={
-            "class_embed_type": None, "addition_embed_type": None, "encoder_hid_dim": None, "time_cond_proj_dim": None,
-            "num_class_embeds": None, "only_cross_attention": False, "dual_cross_attention": False,
-            "resnet_time_scale_shift": "default", "mid_block_type": "UNetMidBlock2DCrossAttn",
-            "transformer_layers_per_block": 1, "num_attention_heads": None, "center_input_sample": False,
-            "act_fn": "silu", "downsample_padding": 1, "mid_block_scale_factor": 1,
-        })
+        return config_from_diffusers(cls, config, name=name, class_name="UNet2DConditionModel",
+                                     fixed=UNET_2D_FIXED_OPTIONS, per_block_ints=("layers_per_block",))
 
     def to_diffusers(self) -> dict:
         return config_to_diffusers(self, "UNet2DConditionModel")

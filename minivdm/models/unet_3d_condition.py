@@ -38,6 +38,9 @@ from minivdm.validation import VIDEO_LAYOUT, check_tensor, check_video
 ATTENTION_DOWN_3D, PLAIN_DOWN_3D = "CrossAttnDownBlock3D", "DownBlock3D"
 ATTENTION_UP_3D, PLAIN_UP_3D = "CrossAttnUpBlock3D", "UpBlock3D"
 TRANSFORMER_IN_HEADS = 8  # fixed in ModelScope / diffusers, not part of the config
+# diffusers' other UNet3DConditionModel options, at the one value this implementation has (ModelScope's)
+UNET_3D_FIXED_OPTIONS = {"act_fn": "silu", "downsample_padding": 1, "mid_block_scale_factor": 1,
+                         "num_attention_heads": None, "time_cond_proj_dim": None}
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,8 @@ class UNet3DConditionConfig:
         if not isinstance(config.get("attention_head_dim", 64), int):
             raise ValueError(f"unet config has attention_head_dim={config['attention_head_dim']!r}; "
                              "minivdm's UNet3DConditionModel supports one head width (an int) for every block")
-        return config_from_diffusers(cls, config, name=name, class_name="UNet3DConditionModel", unsupported={
-            "act_fn": "silu", "downsample_padding": 1, "mid_block_scale_factor": 1, "num_attention_heads": None,
-            "time_cond_proj_dim": None,
-        })
+        return config_from_diffusers(cls, config, name=name, class_name="UNet3DConditionModel",
+                                     fixed=UNET_3D_FIXED_OPTIONS, per_block_ints=("layers_per_block",))
 
     def to_diffusers(self) -> dict:
         return config_to_diffusers(self, "UNet3DConditionModel")
