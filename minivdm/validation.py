@@ -68,3 +68,25 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_timesteps(timestep, batch: int, device: torch.device) -> torch.Tensor:
+    """A denoiser's timestep: one number for the whole batch, or one per item (B,); finite. Returns (B,)."""
+    if isinstance(timestep, bool) or not isinstance(timestep, (int, float, torch.Tensor)):
+        raise TypeError(f"timestep must be a number or a tensor of shape (B,) = ({batch},), got {_describe(timestep)}")
+    timesteps = torch.as_tensor(timestep, device=device)
+    if timesteps.ndim > 1 or timesteps.numel() not in (1, batch):
+        raise ValueError(f"timestep must be a scalar or have shape (B,) = ({batch},) for a batch of {batch}, "
+                         f"got shape {tuple(timesteps.shape)}")
+    if timesteps.is_floating_point() and not torch.isfinite(timesteps).all():
+        raise ValueError(f"timestep must be finite, got {timesteps.tolist()}")
+    return timesteps.reshape(-1).expand(batch)
+
+
+def check_matches_weights(x: torch.Tensor, name: str, weight: torch.Tensor) -> None:
+    """Inputs must have the model's dtype and device (cast with ``x.to(model.dtype)`` or load the model in x's)."""
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name} is {x.dtype} but the model's weights are {weight.dtype}: cast the input "
+                        f"({name}.to({weight.dtype})) or load the model with dtype={x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{name} is on {x.device} but the model's weights are on {weight.device}: move one of them")

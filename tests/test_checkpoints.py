@@ -370,3 +370,29 @@ def test_load_into_meta_model_onto_the_gpu():
     with torch.no_grad():
         expected = theirs(x, temb)
         assert torch.allclose(ours(x.cuda().half(), temb.cuda().half()).float().cpu(), expected, atol=2e-2)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_a_truncated_weights_file_is_named_with_what_to_do(tmp_path, suffix):
+    from minivdm.io.checkpoints import CorruptCheckpointError, read_state_dict
+
+    path = tmp_path / f"weights{suffix}"
+    state = {"conv.weight": torch.randn(64, 64)}
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted download or copy
+    with pytest.raises(CorruptCheckpointError, match=rf"cannot read {path} .*probably truncated.*copy it again"):
+        read_state_dict(path, allow_pickle=True)
+
+
+def test_the_metadata_of_a_truncated_shipped_file_is_an_error_naming_it(tmp_path):
+    from minivdm.io.checkpoints import CorruptCheckpointError
+    from minivdm.toy import read_metadata
+    from minivdm.toy.denoisers import chapter1_path, load_image_denoiser
+
+    path = tmp_path / "chapter01_denoiser_v.safetensors"
+    path.write_bytes(chapter1_path("v").read_bytes()[:3000])
+    with pytest.raises(CorruptCheckpointError, match="chapter01_denoiser_v.safetensors"):
+        read_metadata(path)
+    with pytest.raises(CorruptCheckpointError, match="git checkout"):
+        load_image_denoiser("v", path)

@@ -45,3 +45,7 @@ def test_bad_inputs_name_the_expected_layout(model):
         model(torch.randn(1, 3, 16, 16), torch.tensor([500]))
     with pytest.raises(ValueError, match="divisible by 2"):
         model(torch.randn(1, 3, 15, 15), torch.rand(1))
+    with pytest.raises(ValueError, match="t must be finite"):
+        model(torch.randn(1, 3, 16, 16), torch.tensor([float("nan")]))
+    with pytest.raises(TypeError, match="z_t is torch.float64 but the model's weights are torch.float32"):
+        model(torch.randn(1, 3, 16, 16, dtype=torch.float64), torch.rand(1, dtype=torch.float64))

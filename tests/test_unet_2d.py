@@ -110,6 +110,16 @@ def test_bad_input_names_the_expected_layout():
         model(torch.randn(1, 3, 32, 32), 1, torch.randn(1, 4, 32))
     with pytest.raises(ValueError, match="divisible by 4"):
         model(torch.randn(1, 3, 30, 30), 1, context)
+    with pytest.raises(ValueError, match=r"with the B of sample \(2, 3, 32, 32\)"):
+        model(torch.randn(2, 3, 32, 32), 1, context)  # one caption for two samples
+    with pytest.raises(ValueError, match=r"timestep must be a scalar or have shape \(B,\) = \(2,\)"):
+        model(torch.randn(2, 3, 32, 32), torch.tensor([1, 2, 3]), context.expand(2, -1, -1))
+    with pytest.raises(ValueError, match="timestep must be finite"):
+        model(torch.randn(1, 3, 32, 32), float("nan"), context)
+    with pytest.raises(TypeError, match=r"sample is torch.float64 but the model's weights are torch.float32"):
+        model(torch.randn(1, 3, 32, 32, dtype=torch.float64), 1, context.double())
+    with pytest.raises(TypeError, match=r"encoder_hidden_states is torch.float16"):
+        model(torch.randn(1, 3, 32, 32), 1, context.half())
 
 
 def test_our_text_to_image_loop_reproduces_stable_diffusion_pipeline(tmp_path):

@@ -217,6 +217,12 @@ def test_rejects_bad_input():
         model(sample, timestep, text[0])
     with pytest.raises(TypeError, match="floating"):
         model(sample.long(), timestep, text)
+    with pytest.raises(TypeError, match="sample is torch.float64 but the model's weights are torch.float32"):
+        model(sample.double(), timestep, text.double())
+    with pytest.raises(ValueError, match=r"timestep must be a scalar or have shape \(B,\)"):
+        model(sample, torch.arange(sample.shape[0] + 1), text)
+    with pytest.raises(ValueError, match="timestep must be finite"):
+        model(sample, torch.full((sample.shape[0],), float("inf")), text)
     with pytest.raises(ValueError, match=r"\(\(B T\), C, H, W\)"):
         model.transformer_in(torch.randn(7, 32, 4, 4), num_frames=4)
     with pytest.raises(ValueError, match=r"\(\(B T\), C, H, W\)"):

@@ -308,6 +308,8 @@ def test_temporal_text_modulation_reads_the_caption_pooled_over_its_own_tokens()
     ("context_ndim", r"context must be \(B, L, D\) or \(B, T, L, D\)"),
     ("too_many_images", r"num_images must be an int in \[0, T\)"),
     ("negative_images", r"num_images must be an int in \[0, T\)"),
+    ("dtype", r"z_t is torch.float64 but the model's weights are torch.float32"),
+    ("context_dtype", r"context is torch.float16 but the model's weights are torch.float32"),
 ])
 def test_bad_inputs_name_the_layout(case, message):
     model = VDMUNet(TEST_CONFIG)
@@ -323,6 +325,10 @@ def test_bad_inputs_name_the_layout(case, message):
         log_snr = log_snr[:, None]
     elif case == "log_snr_batch":
         log_snr = log_snr[:1]
+    elif case == "dtype":
+        z_t = z_t.double()
+    elif case == "context_dtype":
+        context = context.half()
     elif case == "context_dim":
         context = context[..., :4]
     elif case == "context_ndim":
@@ -331,7 +337,7 @@ def test_bad_inputs_name_the_layout(case, message):
         num_images = SHAPE[2]
     elif case == "negative_images":
         num_images = -1
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TypeError if "dtype" in case else ValueError, match=message):
         model(z_t, log_snr, context, num_images=num_images)
 
 

@@ -203,3 +203,30 @@ def test_unsupported_formats_name_the_supported_ones(tmp_path):
         encode_video(torch.zeros(3, 2, 8, 8), format="webm")
     with pytest.raises(FileNotFoundError):
         read_video(tmp_path / "missing.mp4")
+
+
+@pytest.mark.parametrize("damage", ["not_a_video", "truncated", "empty"])
+def test_an_unreadable_video_says_why_without_ffmpegs_banner(tmp_path, damage):
+    from minivdm.io.video_files import UnreadableVideoError
+    from minivdm.io.video_stream import VideoStream
+
+    path = tmp_path / "clip.mp4"
+    whole = encode_video(torch.rand(3, 8, 32, 32) * 2 - 1)
+    path.write_bytes({"not_a_video": b"hello" * 200, "truncated": whole[: len(whole) // 2], "empty": b""}[damage])
+    for read in (read_video, lambda p: list(VideoStream(p))):
+        with pytest.raises(UnreadableVideoError) as error:
+            read(path)
+        message = str(error.value)
+        assert message.startswith(f"cannot decode {path} as a .mp4 video (") and "truncated, empty or not a video" in message
+        assert "ffmpeg version" not in message and "configuration:" not in message and "\n" not in message
+
+
+def test_a_folder_or_a_missing_file_is_named(tmp_path):
+    from minivdm.io.video_stream import VideoStream
+
+    (tmp_path / "clips.mp4").mkdir()
+    for read in (read_video, VideoStream):
+        with pytest.raises(IsADirectoryError, match="is a folder; expected a video file"):
+            read(tmp_path / "clips.mp4")
+        with pytest.raises(FileNotFoundError, match="no video file at"):
+            read(tmp_path / "missing.mp4")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 # Weight files of one diffusers component, in the order they are preferred.
@@ -140,6 +141,39 @@ def _read_sharded(index_path: Path, allow_pickle: bool) -> dict[str, torch.Tenso
     return state_dict
 
 
+class CorruptCheckpointError(ValueError):
+    """A weights file that exists but cannot be read (truncated, or not the format its suffix says)."""
+
+
+def _corrupt(path: Path, error: BaseException) -> CorruptCheckpointError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CorruptCheckpointError(f"cannot read {path} ({path.stat().st_size} bytes): {reason}. The file is probably "
+                                  f"truncated (an interrupted download, copy or save) or not a {path.suffix} file: "
+                                  f"copy it again from its source (a shipped file: `git checkout -- {path.name}` in "
+                                  f"its folder) or retrain it")
+
+
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    """Every tensor of one .safetensors file; a truncated or corrupt file is an error naming it."""
+    path = _as_path(path, "path")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, error) from None
+
+
+def read_safetensors_metadata(path) -> dict[str, str]:
+    """The string metadata of one .safetensors file (minivdm records the command that made it there)."""
+    path = _as_path(path, "path")
+    if not path.is_file():
+        raise FileNotFoundError(f"no safetensors file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, error) from None
+
+
 def read_state_dict(path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` file, a sharded ``*.index.json``, or a component folder.
 
@@ -154,13 +188,16 @@ def read_state_dict(path, *, allow_pickle: bool = False) -> dict[str, torch.Tens
     if path.name.endswith(".index.json"):
         return _read_sharded(path, allow_pickle)
     if path.suffix == ".safetensors":
-        return load_file(path)
+        return read_safetensors(path)
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise ValueError(f"refusing to read {path}: it is a pickle file, and unpickling can run arbitrary "
                              f"code. Prefer a .safetensors copy; if you trust its source, pass "
                              f"allow_pickle=True (it is then read with torch.load(weights_only=True))")
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError) as error:  # what a torn zip or pickle raises
+            raise _corrupt(path, error) from None
         return _check_state_dict(state_dict, f"the contents of {path}")
     raise ValueError(f"cannot read {path}: expected .safetensors, a sharded *.index.json, or a pickle "
                      f"file ({', '.join(PICKLE_SUFFIXES)})")

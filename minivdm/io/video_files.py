@@ -198,17 +198,49 @@ def _read_gif_frames(path: Path) -> np.ndarray:
     return np.repeat(np.stack(frames), counts, axis=0)
 
 
-def read_video(path) -> torch.Tensor:
-    """Read an .mp4 or .gif file into a float32 video (C, T, H, W) in [-1, 1] (C = 3)."""
+class UnreadableVideoError(ValueError):
+    """A video file that exists but cannot be decoded (truncated, empty, or not a video)."""
+
+
+def _decoder_reason(error: BaseException) -> str:
+    """The line of ffmpeg's (or Pillow's) report that says what went wrong, without its version banner."""
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in str(error).splitlines()]
+    errors = [line for line in lines if re.search(r"error|invalid|not found|no such|does not contain", line, re.I)]
+    return (errors or [line for line in lines if line][-1:] or [type(error).__name__])[0]
+
+
+def unreadable_video(path: Path, error: BaseException, frames_read: int | None = None) -> UnreadableVideoError:
+    """The error a user sees for a video that cannot be decoded: the file, the decoder's reason, what to do."""
+    where = f" after {frames_read} frames" if frames_read else ""
+    return UnreadableVideoError(
+        f"cannot decode {path} as a {path.suffix.lower()} video{where} ({_decoder_reason(error)}): the file is "
+        f"truncated, empty or not a video. Re-encode it (e.g. `ffmpeg -i {path.name} -pix_fmt yuv420p fixed.mp4`) "
+        f"or leave it out")
+
+
+def check_video_path(path, suffixes: tuple[str, ...]) -> Path:
+    """A path to an existing video file with one of ``suffixes`` (not a folder), as a Path."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or pathlib.Path ending in {' or '.join(SUPPORTED_SUFFIXES)}, "
+        raise TypeError(f"path must be a str or pathlib.Path ending in {' or '.join(suffixes)}, "
                         f"got {type(path).__name__}")
     path = Path(path)
-    suffix = _format_from_suffix(path.suffix)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a video file ({', '.join(suffixes)})")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"unsupported video format {path.suffix or '(no suffix)'!r} of {path}; "
+                         f"supported: {', '.join(suffixes)}")
     if not path.is_file():
         raise FileNotFoundError(f"no video file at {path}")
-    if suffix == ".gif":
-        frames = _read_gif_frames(path)
-    else:
-        frames = iio.imread(path, index=None, plugin="FFMPEG")
+    return path
+
+
+def read_video(path) -> torch.Tensor:
+    """Read an .mp4 or .gif file into a float32 video (C, T, H, W) in [-1, 1] (C = 3)."""
+    path = check_video_path(path, SUPPORTED_SUFFIXES)
+    try:
+        frames = _read_gif_frames(path) if path.suffix.lower() == ".gif" else iio.imread(path, index=None, plugin="FFMPEG")
+    except (OSError, ValueError, RuntimeError) as error:  # ffmpeg and Pillow report broken files as these
+        raise unreadable_video(path, error) from None
+    if len(frames) == 0:
+        raise UnreadableVideoError(f"{path} holds no frames")
     return frames_to_video(frames)

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from PIL import Image, ImageSequence
 
-from minivdm.io.video_files import gif_timing
+from minivdm.io.video_files import check_video_path, gif_timing, unreadable_video
 
 STREAM_SUFFIXES = (".mp4", ".webm", ".gif")
 
@@ -39,30 +39,29 @@ class VideoStream:
     """
 
     def __init__(self, path: str | os.PathLike):
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or pathlib.Path ending in {' or '.join(STREAM_SUFFIXES)}, "
-                            f"got {type(path).__name__}")
-        self.path = Path(path)
-        if self.path.suffix.lower() not in STREAM_SUFFIXES:
-            raise ValueError(f"unsupported video format {self.path.suffix or '(no suffix)'!r}; "
-                             f"supported: {', '.join(STREAM_SUFFIXES)}")
-        if not self.path.is_file():
-            raise FileNotFoundError(f"no video file at {self.path}")
-        if self.path.suffix.lower() == ".gif":
-            with Image.open(self.path) as image:
-                period, _ = gif_timing(image)
-            self.fps = 1000 / period
-        else:
-            self.fps = float(iio.immeta(self.path, plugin="FFMPEG")["fps"])
+        self.path = check_video_path(path, STREAM_SUFFIXES)
+        try:
+            if self.path.suffix.lower() == ".gif":
+                with Image.open(self.path) as image:
+                    period, _ = gif_timing(image)
+                self.fps = 1000 / period
+            else:
+                self.fps = float(iio.immeta(self.path, plugin="FFMPEG")["fps"])
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise unreadable_video(self.path, error) from None
         if not self.fps > 0:
             raise ValueError(f"{self.path} reports a frame rate of {self.fps}; cannot place its frames in time")
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.path.suffix.lower() == ".gif":
-            yield from self._gif_frames()
-            return
-        for frame in iio.imiter(self.path, plugin="FFMPEG"):
-            yield _frame_to_tensor(frame)
+        frames = self._gif_frames() if self.path.suffix.lower() == ".gif" else (
+            _frame_to_tensor(frame) for frame in iio.imiter(self.path, plugin="FFMPEG"))
+        count = 0
+        try:
+            for frame in frames:
+                count += 1
+                yield frame
+        except (OSError, ValueError, RuntimeError) as error:
+            raise unreadable_video(self.path, error, count) from None
 
     def _gif_frames(self) -> Iterator[torch.Tensor]:
         with Image.open(self.path) as image:

@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from minivdm.nn import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, timestep_embedding
-from minivdm.validation import check_image_or_video, check_tensor
+from minivdm.validation import check_image_or_video, check_matches_weights, check_tensor
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class PixelUNet(nn.Module):
             raise ValueError(f"z_t must have {self.config.in_channels} channels (dim 1), got shape {tuple(z_t.shape)}")
         if t.shape[0] != z_t.shape[0]:
             raise ValueError(f"t must hold one time per batch item ({z_t.shape[0]}), got {t.shape[0]}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"t must be finite times in [0, 1], got {t.tolist()}")
+        check_matches_weights(z_t, "z_t", self.conv_in.weight)
         levels = len(self.config.channels) - 1
         if z_t.shape[-1] % 2**levels or z_t.shape[-2] % 2**levels:
             raise ValueError(f"H and W must be divisible by {2**levels}, got {tuple(z_t.shape[-2:])}")

@@ -27,7 +27,7 @@ from torch import nn
 from minivdm.models.diffusers_format import config_from_diffusers, config_to_diffusers, from_pretrained
 from minivdm.nn import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, timestep_embedding
 from minivdm.nn.transformer_2d import Transformer2DModel
-from minivdm.validation import check_image, check_tensor
+from minivdm.validation import check_image, check_matches_weights, check_tensor, check_timesteps
 
 ATTENTION_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 ATTENTION_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
@@ -210,12 +210,15 @@ class UNet2DConditionModel(nn.Module):
         check_tensor(encoder_hidden_states, "encoder_hidden_states", ndim=3, layout="(B, L, cross_attention_dim)", floating=True)
         if sample.shape[1] != self.config.in_channels:
             raise ValueError(f"sample must have {self.config.in_channels} channels (dim 1), got shape {tuple(sample.shape)}")
-        if encoder_hidden_states.shape[-1] != self.config.cross_attention_dim:
-            raise ValueError(f"encoder_hidden_states must be (B, L, {self.config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}")
+        if encoder_hidden_states.shape[-1] != self.config.cross_attention_dim or encoder_hidden_states.shape[0] != sample.shape[0]:
+            raise ValueError(f"encoder_hidden_states must be (B, L, {self.config.cross_attention_dim}) with the B of sample "
+                             f"{tuple(sample.shape)}, got {tuple(encoder_hidden_states.shape)}")
+        check_matches_weights(sample, "sample", self.conv_in.weight)
+        check_matches_weights(encoder_hidden_states, "encoder_hidden_states", self.conv_in.weight)
         factor = 2 ** (len(self.config.block_out_channels) - 1)
         if sample.shape[-1] % factor or sample.shape[-2] % factor:
             raise ValueError(f"H and W of sample must be divisible by {factor}, got {tuple(sample.shape[-2:])}")
-        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
+        timesteps = check_timesteps(timestep, sample.shape[0], sample.device)
 
         features = timestep_embedding(timesteps, self.config.block_out_channels[0], flip_sin_to_cos=self.config.flip_sin_to_cos,
                                       downscale_freq_shift=self.config.freq_shift)

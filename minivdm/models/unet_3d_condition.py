@@ -33,7 +33,7 @@ from minivdm.models.diffusers_format import config_from_diffusers, config_to_dif
 from minivdm.nn import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, timestep_embedding
 from minivdm.nn.temporal import TemporalConvLayer, TransformerTemporalModel
 from minivdm.nn.transformer_2d import Transformer2DModel
-from minivdm.validation import VIDEO_LAYOUT, check_tensor, check_video
+from minivdm.validation import VIDEO_LAYOUT, check_matches_weights, check_tensor, check_timesteps, check_video
 
 ATTENTION_DOWN_3D, PLAIN_DOWN_3D = "CrossAttnDownBlock3D", "DownBlock3D"
 ATTENTION_UP_3D, PLAIN_UP_3D = "CrossAttnUpBlock3D", "UpBlock3D"
@@ -220,6 +220,8 @@ class UNet3DConditionModel(nn.Module):
         factor = 2 ** (len(self.config.block_out_channels) - 1)
         if sample.shape[-1] % factor or sample.shape[-2] % factor:
             raise ValueError(f"H and W of sample {VIDEO_LAYOUT} must be divisible by {factor}, got shape {tuple(sample.shape)}")
+        check_matches_weights(sample, "sample", self.conv_in.weight)
+        check_matches_weights(encoder_hidden_states, "encoder_hidden_states", self.conv_in.weight)
 
     @classmethod
     def from_pretrained(cls, path, subfolder: str | None = "unet", **options) -> "UNet3DConditionModel":
@@ -231,7 +233,7 @@ class UNet3DConditionModel(nn.Module):
         """sample (B, C, T, H, W), timestep scalar or (B,), encoder_hidden_states (B, L, D) -> (B, C, T, H, W)."""
         self._check_inputs(sample, encoder_hidden_states)
         batch, num_frames = sample.shape[0], sample.shape[2]
-        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
+        timesteps = check_timesteps(timestep, batch, sample.device)
 
         features = timestep_embedding(timesteps, self.config.block_out_channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
         temb = self.time_embedding(features.to(sample.dtype))

@@ -71,7 +71,7 @@ from minivdm.models.unet_2d_condition import (ATTENTION_DOWN, ATTENTION_UP, PLAI
                                               UNetDownBlock, UNetMidBlock, UNetUpBlock)
 from minivdm.nn import TimestepEmbedding, timestep_embedding
 from minivdm.nn.relative_position import TemporalAttention, joint_video_image_mask
-from minivdm.validation import check_tensor, check_video
+from minivdm.validation import check_matches_weights, check_tensor, check_video
 
 
 def scaled_log_snr(log_snr: torch.Tensor) -> torch.Tensor:
@@ -243,11 +243,13 @@ class VDMUNet(nn.Module):
                              f"{tuple(log_snr.shape)}")
         if torch.isnan(log_snr).any():
             raise ValueError("log_snr must not contain NaN")
+        check_matches_weights(z_t, "z_t", self.conv_in.weight)
         layout = f"(B, L, D) or (B, T, L, D) with B = {batch}, T = {num_frames}, D = {self.config.cross_attention_dim}"
         check_tensor(context, "context", ndim=(3, 4), layout=layout, floating=True)
         expected_leading = (batch,) if context.ndim == 3 else (batch, num_frames)
         if context.shape[:-2] != expected_leading or context.shape[-1] != self.config.cross_attention_dim:
             raise ValueError(f"context must be {layout}, got shape {tuple(context.shape)}")
+        check_matches_weights(context, "context", self.conv_in.weight)
         joint_video_image_mask(num_frames, num_images)  # raises for num_images outside [0, T)
 
     def forward(self, z_t: torch.Tensor, log_snr: torch.Tensor, context: torch.Tensor, *,

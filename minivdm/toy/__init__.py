@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors import safe_open
+from minivdm.io.checkpoints import read_safetensors_metadata
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a shipped safetensors file (the command that made it, configs, training figures)."""
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+    return read_safetensors_metadata(path)

@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from minivdm.diffusion import CosineSchedule, diffusion_loss
 from minivdm.diffusion.parameterization import check_prediction_type
+from minivdm.io.checkpoints import read_safetensors
 from minivdm.models import PixelUNet, PixelUNetConfig
 from minivdm.toy import DATA_DIR, read_metadata
 from minivdm.toyworld import generate_images
@@ -71,5 +71,5 @@ def load_image_denoiser(prediction_type: str = "v", path: str | Path | None = No
     fields = json.loads(metadata["model_config"])
     fields["channels"] = tuple(fields["channels"])
     model = PixelUNet(PixelUNetConfig(**fields))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model.load_state_dict(read_safetensors(path), strict=True)
     return model.to(device).eval()

@@ -28,12 +28,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from minivdm.configs.vdm import TINY_VDM
 from minivdm.diffusion import CosineSchedule
 from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
 from minivdm.diffusion.parameterization import training_target
+from minivdm.io.checkpoints import read_safetensors
 from minivdm.models.vdm_unet import POOLED_TEXT_PARAMETERS, VDMUNet, VDMUNetConfig
 from minivdm.toy import DATA_DIR, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, load_text_to_image
@@ -206,7 +206,7 @@ def load_toy_vdm(folder: str | Path = TOY_VDM_DIR, device: str | torch.device = 
     fields = json.loads(read_metadata(weights)["model_config"])
     fields = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
     vdm = VDMUNet(replace(TINY_VDM, **fields))
-    vdm.load_state_dict(_upgrade_older_weights(load_file(str(weights)), vdm), strict=True)
+    vdm.load_state_dict(_upgrade_older_weights(read_safetensors(weights), vdm), strict=True)
     tokenizer, text_encoder = load_toy_text_stack(folder)
     return ToyTextToVideo(vdm, text_encoder).to(device).eval(), tokenizer
 
