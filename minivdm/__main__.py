@@ -13,8 +13,45 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from pathlib import Path
+
+# What a user's mistake raises (a wrong path, a damaged file, a refused option): the CLI prints the
+# message, not a traceback (MINIVDM_TRACEBACK=1 shows it).
+USER_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError, TypeError)
+
+
+def existing_folder(text: str) -> str:
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"no folder at {text}")
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a folder")
+    return text
+
+
+def folder_to_write(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a folder to write into")
+    return text
+
+
+def file_to_write(*suffixes: str):
+    def check(text: str) -> str:
+        if Path(text).is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file name ending in {' or '.join(suffixes)}")
+        if suffixes and Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text} must end in {' or '.join(suffixes)}")
+        return text
+    check.__name__ = "file name"
+    return check
+
+
+def positive_int(text: str) -> int:
+    if not text.lstrip("+").isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,32 +59,32 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the shipped tiny models and write videos")
-    demo.add_argument("--out", default="outputs/demo", help="folder for the videos")
+    demo.add_argument("--out", default="outputs/demo", type=folder_to_write, help="folder for the videos")
     demo.add_argument("--seed", type=int, default=0)
 
     trainer = commands.add_parser("train-denoiser", help="train a chapter-1 toy-world denoiser")
     trainer.add_argument("--prediction", choices=["eps", "x0", "v"], required=True)
-    trainer.add_argument("--out", required=True, help="safetensors file to write")
-    trainer.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
-    trainer.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+    trainer.add_argument("--out", required=True, type=file_to_write(".safetensors"), help="safetensors file to write")
+    trainer.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    trainer.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
 
     text_to_image = commands.add_parser("train-text-to-image", help="train the toy world's text-to-image model")
-    text_to_image.add_argument("--out", required=True, help="folder to write (unet/, text_encoder/, tokenizer/)")
-    text_to_image.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
-    text_to_image.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
-    text_to_image.add_argument("--anneal-from", default=None,
+    text_to_image.add_argument("--out", required=True, type=folder_to_write, help="folder to write (unet/, text_encoder/, tokenizer/)")
+    text_to_image.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    text_to_image.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    text_to_image.add_argument("--anneal-from", default=None, type=existing_folder,
                                help="second stage: start from this model folder and anneal the learning rate")
     text_to_image.add_argument("--seed", type=int, default=None, help="override the recipe's seed (a fresh draw of the data)")
     text_to_image.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
 
     vdm = commands.add_parser("train-vdm", help="train the toy world's text-to-video VDM")
-    vdm.add_argument("--out", required=True, help="folder to write (vdm.safetensors, text_encoder/, tokenizer/)")
-    vdm.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
-    vdm.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+    vdm.add_argument("--out", required=True, type=folder_to_write, help="folder to write (vdm.safetensors, text_encoder/, tokenizer/)")
+    vdm.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    vdm.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
     vdm.add_argument("--dataset-size", type=int, default=None, help="override the recipe's number of clips")
-    vdm.add_argument("--anneal-from", default=None,
+    vdm.add_argument("--anneal-from", default=None, type=existing_folder,
                      help="second stage: start from this model folder and anneal the learning rate")
-    vdm.add_argument("--continue-from", default=None,
+    vdm.add_argument("--continue-from", default=None, type=existing_folder,
                      help="start from this model folder with the first stage's recipe (constant learning rate)")
     vdm.add_argument("--seed", type=int, default=None, help="override the recipe's seed (a fresh draw of the data)")
     vdm.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate")
@@ -72,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                           "'none' trains from random weights")
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
-    toy_clip.add_argument("--out", required=True, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
-    toy_clip.add_argument("--steps", type=int, default=None, help="override the recipe's CLIP step count")
-    toy_clip.add_argument("--checkpoint-dir", default=None, help="resumable checkpoints go here")
+    toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
+    toy_clip.add_argument("--steps", type=positive_int, default=None, help="override the recipe's CLIP step count")
+    toy_clip.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
 
     curate = commands.add_parser("curate", help="split a folder of videos into clips, score and filter them")
-    curate.add_argument("input_dir", help="folder of .mp4 / .webm / .gif files (searched recursively)")
-    curate.add_argument("--out", required=True, help="JSON-lines file to write; an unfinished run is resumed")
+    curate.add_argument("input_dir", type=existing_folder, help="folder of .mp4 / .webm / .gif files (searched recursively)")
+    curate.add_argument("--out", required=True, type=file_to_write(), help="JSON-lines file to write; an unfinished run is resumed")
     curate.add_argument("--clip", default="none",
                         help="'none', 'toy' (the shipped toy CLIP) or a local transformers CLIP folder")
     curate.add_argument("--aesthetic-head", default=None, help="with a CLIP folder: aesthetic head (safetensors)")
@@ -95,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth (images) or modelscope-t2v (video)")
     generate.add_argument("--prompt", required=True)
-    generate.add_argument("--out", required=True, help="file to write: .png for images, .mp4 or .gif for videos")
+    generate.add_argument("--out", required=True, type=file_to_write(".png", ".jpg", ".mp4", ".gif"), help="file to write: .png for images, .mp4 or .gif for videos")
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
-    generate.add_argument("--steps", type=int, default=50)
+    generate.add_argument("--steps", type=positive_int, default=50)
     generate.add_argument("--guidance", type=float, default=None, help="default 7.5 for images, 9 for videos")
-    generate.add_argument("--frames", type=int, default=16, help="video configs: number of frames")
+    generate.add_argument("--frames", type=positive_int, default=16, help="video configs: number of frames")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
@@ -111,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
 
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args, argv)
+    except USER_ERRORS as error:
+        if os.environ.get("MINIVDM_TRACEBACK"):
+            raise
+        print(f"minivdm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.command == "demo":
         from minivdm.demo import run_demo
 

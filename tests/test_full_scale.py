@@ -21,15 +21,18 @@ def test_generate_command_writes_the_image_our_pipeline_makes(tmp_path):
     assert (written - expected).abs().max() <= 1 / 255 + 1e-6
 
 
-def test_generate_refuses_weights_of_another_architecture(tmp_path):
+def test_generate_refuses_weights_of_another_architecture(tmp_path, capsys):
     make_tiny_sd_pipeline(tmp_path / "weights")
-    with pytest.raises(ValueError, match="do not have the sd15 architecture"):
-        main(["generate", "--config", "sd15", "--prompt", "x", "--weights", str(tmp_path / "weights"),
-              "--out", str(tmp_path / "x.png"), "--steps", "2", "--device", "cpu"])
+    assert main(["generate", "--config", "sd15", "--prompt", "x", "--weights", str(tmp_path / "weights"),
+                 "--out", str(tmp_path / "x.png"), "--steps", "2", "--device", "cpu"]) == 2
+    assert "minivdm generate: error: the weights do not have the sd15 architecture" in capsys.readouterr().err
 
 
-def test_missing_weights_never_download(tmp_path, monkeypatch):
+def test_missing_weights_never_download(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["generate", "--config", "sd15", "--prompt", "x", "--out", str(tmp_path / "x.png"), "--device", "cpu"]) == 2
+    assert "never downloads" in capsys.readouterr().err
+    monkeypatch.setenv("MINIVDM_TRACEBACK", "1")  # the exception itself, for debugging
     with pytest.raises(FileNotFoundError, match="never downloads"):
         main(["generate", "--config", "sd15", "--prompt", "x", "--out", str(tmp_path / "x.png"), "--device", "cpu"])
     with pytest.raises(FileNotFoundError, match="not a diffusers pipeline folder"):
