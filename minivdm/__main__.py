@@ -8,6 +8,7 @@
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
+    course           copy the tutorials and exercises to your own folder to work in
 """
 
 from __future__ import annotations
@@ -147,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
 
+    course = commands.add_parser("course", help="copy the tutorials and exercises to a folder of your own")
+    course.add_argument("out", type=folder_to_write, help="folder to copy into (existing notebooks there are kept)")
+    course.add_argument("--with-solutions", action="store_true", help="copy solutions/ too")
+
     args = parser.parse_args(argv)
     try:
         return _run(parser, args, argv)
@@ -243,6 +248,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         for path in stale:
             print(("out of sync: " if args.check else "wrote ") + str(path))
         return 1 if (args.check and stale) else 0
+    if args.command == "course":
+        from minivdm.course.workspace import copy_course
+
+        copied, kept = copy_course(args.out, with_solutions=args.with_solutions)
+        for path in copied:
+            print(f"copied {path}")
+        for path in kept:
+            print(f"kept   {path} (already there: your work is not overwritten)")
+        print(f"open them with: jupyter lab {args.out}   (as root: jupyter lab --allow-root {args.out})")
+        return 0
     return 2
 
 

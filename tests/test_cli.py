@@ -39,3 +39,16 @@ def test_an_error_raised_by_the_command_is_one_line_on_stderr(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("minivdm generate: error:") and "is not a diffusers pipeline folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_course_copies_the_notebooks_and_never_overwrites_a_learners_work(tmp_path, capsys):
+    assert main(["course", str(tmp_path / "my_course")]) == 0
+    tutorials = sorted(p.name for p in (tmp_path / "my_course" / "tutorials").glob("*.ipynb"))
+    exercises = sorted(p.name for p in (tmp_path / "my_course" / "exercises").glob("*.ipynb"))
+    assert tutorials and tutorials == exercises and not (tmp_path / "my_course" / "solutions").exists()
+    answer = tmp_path / "my_course" / "exercises" / exercises[0]
+    answer.write_text("my answers")
+    assert main(["course", str(tmp_path / "my_course"), "--with-solutions"]) == 0
+    assert answer.read_text() == "my answers"
+    assert f"kept   {answer}" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "my_course" / "solutions").glob("*.ipynb")) == exercises

@@ -113,3 +113,40 @@ def test_the_annealing_stage_starts_from_the_given_model_and_records_where_it_ca
     after, _ = load_text_to_image(second)
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), f"{name} changed: the second stage did not start from the first"
+
+
+def _recorded_commands(folder) -> list[str]:
+    import json
+
+    from minivdm.toy import DATA_DIR
+
+    commands = []
+    for weights in sorted((DATA_DIR / folder).glob("*.safetensors")):
+        metadata = read_metadata(weights)
+        if "command" in metadata:
+            commands += [*json.loads(metadata.get("init_from") or "[]"), metadata["command"]]
+    config = DATA_DIR / folder / "unet" / "config.json"
+    if config.exists():
+        recorded = json.loads(config.read_text())["_minivdm"]
+        commands += [*recorded["init_from"], recorded["command"]]
+    return commands
+
+
+@pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip"])
+def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
+    from minivdm.toy import DATA_DIR
+
+    card = (DATA_DIR / folder / "README.md").read_text()
+    commands = _recorded_commands(folder)
+    assert commands, f"data/{folder} records no command"
+    for command in commands:
+        assert command in card, f"data/{folder}/README.md does not quote the recorded command {command!r}"
+    for heading in ("What it is", "Data", "Training", "Measured"):
+        assert heading in card
+    assert "FIGURES_" not in card  # a figure left to fill in
+
+
+def test_every_data_folder_is_a_shipped_model_with_a_card():
+    from minivdm.toy import DATA_DIR
+
+    assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_text_to_image", "toy_vdm"]

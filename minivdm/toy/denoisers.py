@@ -31,7 +31,7 @@ CHAPTER1_TRAIN = TrainConfig(steps=3000, learning_rate=5e-4, warmup_steps=100, e
 
 
 def chapter1_path(prediction_type: str) -> Path:
-    return DATA_DIR / f"chapter01_denoiser_{check_prediction_type(prediction_type)}.safetensors"
+    return DATA_DIR / "chapter01_denoisers" / f"chapter01_denoiser_{check_prediction_type(prediction_type)}.safetensors"
 
 
 def train_image_denoiser(prediction_type: str, out: str | Path, *, config: TrainConfig = CHAPTER1_TRAIN,
