@@ -44,3 +44,14 @@ def test_verdict_plot_frames_kept_clips_green_and_names_failed_filters():
         plot_clip_verdicts(video[None], records)
     with pytest.raises(ValueError, match="one entry per record"):
         plot_clip_verdicts(video, records, labels=["x"])
+
+
+def test_cut_signal_plot_draws_the_cut_score_against_its_threshold():
+    score = torch.rand(20)
+    signals = {"stride_1": torch.rand(20), "cut_score": score}
+    axis = plot_cut_signals(signals, fps=8, cut_threshold=0.3, fade_threshold=0.15).axes[0]
+    lines = {line.get_label(): line for line in axis.get_lines()}
+    compared = next(line for label, line in lines.items() if label.startswith("cut score"))
+    assert (compared.get_ydata() == score.numpy()).all()  # the quantity actually tested, not a stride curve
+    thresholds = {label.split(":")[0]: line.get_ydata()[0] for label, line in lines.items() if label.startswith("tau")}
+    assert thresholds == {"tau_cut = 0.3": 0.3, "tau_fade = 0.15": 0.15}

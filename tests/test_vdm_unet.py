@@ -11,7 +11,7 @@ from minivdm.configs.vdm import TINY_VDM
 from minivdm.diffusion.losses import diffusion_loss
 from minivdm.diffusion.schedules import CosineSchedule
 from minivdm.models.unet_2d_condition import UNet2DConditionModel
-from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig, scaled_log_snr
+from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig, angle_timestep
 from minivdm.nn.relative_position import (RelativePositionBias, RelativePositionVectors, TemporalAttention,
                                           joint_video_image_mask)
 
@@ -372,7 +372,7 @@ def test_inflated_image_unet_predicts_what_the_image_model_does_on_every_frame()
     with torch.no_grad():
         video_out = vdm(z_t, log_snr, context, num_images=2)
         # the image model conditions on a timestep in [0, 1000]; VDM's scaled log-SNR is that number
-        per_frame = torch.stack([image(z_t[:, :, k], scaled_log_snr(log_snr), context) for k in range(SHAPE[2])], dim=2)
+        per_frame = torch.stack([image(z_t[:, :, k], angle_timestep(log_snr), context) for k in range(SHAPE[2])], dim=2)
     torch.testing.assert_close(video_out, per_frame, atol=1e-5, rtol=1e-5)
     assert per_frame.abs().mean() > 0.1  # a real prediction, not the zero of an untrained output layer
     # and every spatial weight was copied, not just most of them

@@ -74,7 +74,7 @@ def test_plot_frames_titles_columns_and_labels_rows():
     assert isinstance(figure, Figure)
     assert figure.get_suptitle() == "Two clips"
     axes = np.array(figure.axes).reshape(2, 4)
-    assert [ax.get_title() for ax in axes[0]] == ["t=0", "t=1", "t=2", "t=3"]
+    assert [ax.get_title() for ax in axes[0]] == ["frame 0", "frame 1", "frame 2", "frame 3"]
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["a red circle", "a blue square"]
     for b in range(2):
         for t in range(4):
@@ -85,7 +85,7 @@ def test_plot_frames_has_a_default_title_and_evenly_spaced_frames_when_limited()
     video = few_colour_batch(num_videos=1, num_frames=9)[0]
     figure = plot_frames(video, max_frames=3)
     assert figure.get_suptitle()  # every figure has a title
-    assert [ax.get_title() for ax in figure.axes] == ["t=0", "t=4", "t=8"]
+    assert [ax.get_title() for ax in figure.axes] == ["frame 0", "frame 4", "frame 8"]
     np.testing.assert_array_equal(figure.axes[1].images[0].get_array(), video_to_frames(video)[4])
 
 
@@ -235,3 +235,12 @@ def test_plot_images_lays_out_rows_of_images_with_labels():
 
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         plot_images(images[0], title="x")
+
+
+def test_slider_labels_are_wide_enough_for_the_longest_name():
+    view = slider_view(lambda min_text_similarity, t, show: None, min_text_similarity=(0.0, 1.0, 0.01), t=(0, 3, 1),
+                       show=True)
+    controls = controls_of(view)
+    # ipywidgets' default (~80 px) cuts "min_text_similarity"; every label gets the longest name's width
+    assert controls["min_text_similarity"].style.description_width == "21ch"
+    assert controls["t"].style.description_width == "21ch"

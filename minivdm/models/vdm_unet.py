@@ -74,8 +74,12 @@ from minivdm.nn.relative_position import TemporalAttention, joint_video_image_ma
 from minivdm.validation import check_matches_weights, check_tensor, check_video
 
 
-def scaled_log_snr(log_snr: torch.Tensor) -> torch.Tensor:
-    """lambda (B,) -> 1000 * phi / (pi/2) with phi = arctan(exp(-lambda/2)): 0 for clean data, 1000 for pure noise."""
+def angle_timestep(log_snr: torch.Tensor) -> torch.Tensor:
+    """The noise level as the timestep a U-Net embeds: the angle phi_t = arctan(sigma_t / alpha_t) = arctan(exp(-lambda/2))
+    of log-SNR lambda (B,), rescaled from [0, pi/2] to [0, 1000] (0 for clean data, 1000 for pure noise).
+
+    lambda is unbounded (+-20 under the toy cosine schedule), the angle is not; and [0, 1000] is the range of
+    timesteps the image U-Net was trained on, so the inflated model reads the noise level as the image model did."""
     # exp overflows to inf for very negative lambda (pure noise): atan(inf) = pi/2, still exact
     phi = torch.atan(torch.exp(-0.5 * log_snr.float()))
     return phi * (1000.0 / (math.pi / 2))
@@ -264,7 +268,7 @@ class VDMUNet(nn.Module):
         num_frames = z_t.shape[2]
         # every spatial layer sees the frames as a batch of images
         h = rearrange(z_t, "b c t h w -> (b t) c h w")
-        temb = self.time_embedding(timestep_embedding(scaled_log_snr(log_snr), self.config.channels[0]))
+        temb = self.time_embedding(timestep_embedding(angle_timestep(log_snr), self.config.channels[0]))
         temb = repeat(temb, "b e -> (b t) e", t=num_frames).to(h.dtype)
         if context_mask is None:
             context_mask = torch.ones(context.shape[:-1], dtype=torch.bool, device=context.device)

@@ -34,12 +34,12 @@ def animate(video, *, fps: int = 8, title: str | None = None) -> FuncAnimation:
         ax.set_yticks([])
         if num_videos > 1:
             ax.set_xlabel(f"b={b}")
-    heading = figure.suptitle(f"{title}  t=0/{num_frames - 1}")
+    heading = figure.suptitle(f"{title}  frame 0/{num_frames - 1}")
 
     def draw_frame(t: int):
         for b, image in enumerate(images):
             image.set_data(frames[b, t])
-        heading.set_text(f"{title}  t={t}/{num_frames - 1}")
+        heading.set_text(f"{title}  frame {t}/{num_frames - 1}")
         return [*images, heading]
 
     return FuncAnimation(figure, draw_frame, frames=num_frames, interval=1000 / fps)

@@ -21,19 +21,31 @@ def _spans(transitions) -> list[tuple[int, str, int]]:
 
 
 def plot_cut_signals(signals: dict[str, torch.Tensor], *, fps: float, detected=(), truth=(),
+                     cut_threshold: float | None = None, fade_threshold: float | None = None,
                      title: str = "Cut detection: how much the picture changes, watched at several frame rates") -> Figure:
     """The cascade's distance curves d_s(t) (one line per stride), the detections shaded, the truth marked.
 
+    With ``cut_threshold`` the cut score (the quantity a hard cut is tested on: the one-frame step minus
+    rho times the largest step nearby) is drawn with the threshold tau_cut it is compared with; with
+    ``fade_threshold`` the line tau_fade, which the change across a whole fade must reach.
     ``signals``: ``minivdm.curation.cuts.cut_signals`` output; ``detected`` and ``truth``: transitions.
     """
     strides = sorted((int(name.split("_")[1]), curve) for name, curve in signals.items()
                      if name.startswith("stride_"))
     if not strides:
         raise ValueError(f"signals must hold 'stride_<s>' curves (from cut_signals), got keys {sorted(signals)}")
-    figure, axis = plt.subplots(figsize=(10, 3.2))
+    figure, axis = plt.subplots(figsize=(10, 4.4))
     for stride, curve in strides:
         frames = np.arange(len(curve))
         axis.plot(frames, curve.numpy(), label=f"d(t, t+{stride}): watched at {fps / stride:g} fps", lw=1.2)
+    if cut_threshold is not None:
+        score = signals["cut_score"].numpy()
+        axis.plot(np.arange(len(score)), score, color="black", lw=1.4, ls="--",
+                  label="cut score d(t, t+1) - rho * max nearby step (tested for a cut)")
+        axis.axhline(cut_threshold, color="tab:red", lw=1, label=f"tau_cut = {cut_threshold:g}: a cut needs score >= it")
+    if fade_threshold is not None:
+        axis.axhline(fade_threshold, color="tab:orange", lw=1,
+                     label=f"tau_fade = {fade_threshold:g}: the change across a fade must reach it")
     for start, kind, length in _spans(detected):
         axis.axvspan(start - 1, start + length, color=TRANSITION_COLOURS[kind], alpha=0.25)
     for start, kind, length in _spans(truth):
@@ -44,7 +56,8 @@ def plot_cut_signals(signals: dict[str, torch.Tensor], *, fps: float, detected=(
     if truth:
         handles.append(plt.Line2D([], [], color="black", ls=":"))
         labels.append("true transition")
-    axis.legend(handles, labels, fontsize=7, loc="upper right", ncol=2)
+    # below the axes: over them it would hide the curves it explains
+    axis.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     axis.set_xlabel("frame t")
     axis.set_ylabel("distance d (0 = same picture)")
     axis.set_title(title)

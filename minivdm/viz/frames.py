@@ -89,7 +89,7 @@ def plot_frames(video, *, title: str | None = None, row_labels: list[str] | None
             ax.set_xticks([])
             ax.set_yticks([])
             if b == 0:
-                ax.set_title(f"t={t}", fontsize=9)
+                ax.set_title(f"frame {t}", fontsize=9)
         axes[b, 0].set_ylabel(textwrap.fill(row_labels[b], 18), rotation=0, ha="right", va="center", fontsize=9)
     figure.suptitle(title)
     return figure

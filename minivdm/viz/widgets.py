@@ -107,6 +107,11 @@ def slider_view(render: Callable, **controls) -> ipywidgets.Widget:
         raise TypeError(f"render must be a function returning a Figure, an image array or HTML, "
                         f"got {type(render).__name__}")
     widgets = {name: control_for(name, spec) for name, spec in controls.items()}
+    # ipywidgets cuts descriptions at ~80 px ("min_text_simi..."): make room for the longest name
+    label_width = f"{max((len(name) for name in widgets), default=0) + 2}ch"
+    for widget in widgets.values():
+        if not isinstance(widget, ipywidgets.Checkbox):  # a checkbox's label sits to its right, uncut
+            widget.style.description_width = label_width
 
     def redraw(**values):
         _show_result(render(**values))
