@@ -1,6 +1,7 @@
 """The course toolchain: exercises are generated from solutions, stay in sync, and fail at a check
 cell (not at an import or a syntax error) until the learner writes the code."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -9,7 +10,7 @@ import torch
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from minivdm.course import check_close, check_function_output
+from minivdm.course import CheckFailed, check_close, check_equal, check_function_output, check_that
 from minivdm.course.exercises import make_exercise, strip_solution_regions, sync_exercises
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_unfilled_exercise_fails_at_a_check_cell(path):
     assert len(failed) == 1
     error = next(output for output in failed[0].outputs if output.get("output_type") == "error")
     assert "check" in failed[0].metadata.get("tags", []), f"failed outside a check cell: {failed[0].source[:200]}"
-    assert error["ename"] == "AssertionError", f"a check should fail with a teaching AssertionError, got {error['ename']}"
+    assert error["ename"] == "CheckFailed", f"a check should fail with a teaching CheckFailed, got {error['ename']}"
     assert "not written yet" in error["evalue"]
 
 
@@ -108,3 +109,55 @@ def test_check_messages_teach():
     with pytest.raises(AssertionError, match=r"(?s)unwritten is not written yet.*Hint: think"):
         check_function_output(unwritten, (1,), expected, hint="think")
     check_close(expected + 1e-7, expected, "x")  # within tolerance: passes
+
+
+def test_check_helpers_name_the_case_and_compare_plain_values():
+    with pytest.raises(CheckFailed, match=r"(?s)find\(\.\.\.\) on the toy steps is \[2, 6\], expected \[3, 7\].*Hint: b = t \+ 1"):
+        check_function_output(_named("find", lambda: [2, 6]), (), [3, 7], case="on the toy steps", hint="b = t + 1")
+    with pytest.raises(CheckFailed, match=r"(?s)scale\(\.\.\.\) with one time per item raised RuntimeError: boom"):
+        check_function_output(_named("scale", _raise(RuntimeError("boom"))), (), torch.zeros(1), case="with one time per item")
+    with pytest.raises(CheckFailed, match="expected a list"):
+        check_that(False, "expected a list")
+    check_equal([3, 7], [3, 7], "cuts")
+    assert issubclass(CheckFailed, AssertionError)  # code that catches AssertionError keeps working
+
+
+def _named(name, function):
+    function.__name__ = name
+    return function
+
+
+def _raise(error):
+    def function():
+        raise error
+    return function
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_a_failed_check_shows_its_message_first_in_jupyter():
+    """In a kernel, IPython renders a CheckFailed with _render_traceback_: the message, the hint, then only the
+    notebook lines that led there (the check cell's call; the learner's line when their code raised)."""
+    cells = [
+        "import torch\nfrom minivdm.course import check_function_output\n\n"
+        "def double(x):\n    return x + x + 1\n\n"
+        "def flatten(x):\n    return x.view(5)",
+        "check_function_output(double, (torch.zeros(2, 3),), torch.zeros(2, 3), hint='twice x, nothing more')",
+        "check_function_output(flatten, (torch.zeros(2, 3),), torch.zeros(6), hint='6 values')",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    wrong_value, learner_raised = (next(o for o in cell.outputs if o.output_type == "error") for cell in notebook.cells[1:])
+
+    assert wrong_value.ename == "CheckFailed"
+    text = ANSI.sub("", "\n".join(wrong_value.traceback))
+    assert text.startswith("CheckFailed: double(...) is off by up to 1 (allowed 1e-05)"), text
+    assert text.index("Hint: twice x, nothing more") < text.index("where (your notebook):")
+    assert "check_function_output(double, (torch.zeros(2, 3),)" in text  # the check cell's line
+    assert "checks.py" not in text and "site-packages" not in text, text  # nothing from the machinery
+    assert len(text.splitlines()) <= 6, text
+
+    text = ANSI.sub("", "\n".join(learner_raised.traceback))
+    assert text.startswith("CheckFailed: flatten(...) raised RuntimeError: shape '[5]' is invalid"), text
+    assert "in flatten: return x.view(5)" in text, text  # the learner's line that raised

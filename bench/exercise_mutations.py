@@ -1,0 +1,310 @@
+"""Do the exercise checks catch plausible wrong answers? Mutation testing of the solution notebooks.
+
+    .venv/bin/python bench/exercise_mutations.py [--notebook 01 ...] [--mutation SUBSTRING] [--control]
+                                                 [--solutions DIR] [--json results.json]
+
+Each mutation is a wrong answer a learner plausibly writes (a flipped sign, swapped axes, an off-by-one
+frame or window, a missing factor, code that only works for scalar times or square frames), written by
+hand as an explicit ``old -> new`` replacement inside one answer region (between ``### BEGIN SOLUTION``
+and ``### END SOLUTION``). The notebook is executed with that one change in a fresh kernel (nbclient),
+up to its last check cell, and the mutation counts as caught when a ``check``-tagged cell raised.
+An error raised in any other cell is reported as ``crash`` and does not count as caught: the learner
+would not see a check's teaching message.
+
+``--control`` first runs each notebook unchanged: every check must pass, or the results mean nothing.
+A whole run (about 100 executions of 3-10 s each) takes 10-15 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from minivdm.course.exercises import BEGIN, END
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str  # what the learner got wrong, in a few words
+    old: str   # text inside exactly one answer region of the notebook
+    new: str
+
+
+MUTATIONS: dict[str, list[Mutation]] = {
+    "01_diffusion_basics": [
+        Mutation("v: sign flipped", "return alpha * eps - sigma * x0", "return sigma * x0 - alpha * eps"),
+        Mutation("v: alpha and sigma swapped", "return alpha * eps - sigma * x0", "return sigma * eps - alpha * x0"),
+        Mutation("v: plus instead of minus", "return alpha * eps - sigma * x0", "return alpha * eps + sigma * x0"),
+        Mutation("v: scalar-only (float(alpha))", "return alpha * eps - sigma * x0",
+                 "return float(alpha) * eps - float(sigma) * x0"),
+        Mutation("x0_from_v: sign of v", "return alpha * z_t - sigma * v", "return alpha * z_t + sigma * v"),
+        Mutation("x0_from_v: alpha and sigma swapped", "return alpha * z_t - sigma * v", "return sigma * z_t - alpha * v"),
+        Mutation("x0_from_v: missing factor alpha", "return alpha * z_t - sigma * v", "return z_t - sigma * v"),
+        Mutation("x0_from_v: scalar-only (.item())", "return alpha * z_t - sigma * v",
+                 "return alpha.item() * z_t - sigma.item() * v"),
+        Mutation("eps_from_v: sign of v", "return sigma * z_t + alpha * v", "return sigma * z_t - alpha * v"),
+        Mutation("eps_from_v: alpha and sigma swapped", "return sigma * z_t + alpha * v", "return alpha * z_t + sigma * v"),
+        Mutation("ddim: angle difference reversed", "delta = phi_t - phi_s", "delta = phi_s - phi_t"),
+        Mutation("ddim: plus sin", "torch.cos(delta) * z_t - torch.sin(delta) * v_hat",
+                 "torch.cos(delta) * z_t + torch.sin(delta) * v_hat"),
+        Mutation("ddim: small-angle sin(delta) ~ delta", "torch.cos(delta) * z_t - torch.sin(delta) * v_hat",
+                 "torch.cos(delta) * z_t - delta * v_hat"),
+        Mutation("ddim: scalar-only angles (math.cos of a float)",
+                 "delta = phi_t - phi_s\n    return torch.cos(delta) * z_t - torch.sin(delta) * v_hat",
+                 "import math\n    delta = float(phi_t - phi_s)\n    return math.cos(delta) * z_t - math.sin(delta) * v_hat"),
+        Mutation("sampler: times walked backwards", "zip(times[:-1], times[1:])", "zip(times[1:], times[:-1])"),
+        Mutation("sampler: last step dropped (off by one)", "zip(times[:-1], times[1:])", "zip(times[:-2], times[1:-1])"),
+        Mutation("sampler: phi_t and phi_s swapped",
+                 "CHAPTER1_SCHEDULE.phi(t).float(), CHAPTER1_SCHEDULE.phi(s).float()",
+                 "CHAPTER1_SCHEDULE.phi(s).float(), CHAPTER1_SCHEDULE.phi(t).float()"),
+        Mutation("sampler: model told the next time s", "v_hat = model(z, t.float()", "v_hat = model(z, s.float()"),
+        # written after the checks were tightened, to see whether they bite beyond the list they were tuned on
+        Mutation("eps_from_v: missing factor sigma", "return sigma * z_t + alpha * v", "return z_t + alpha * v"),
+        Mutation("sampler: model told the angle, not the time", "v_hat = model(z, t.float().expand(z.shape[0]))",
+                 "v_hat = model(z, CHAPTER1_SCHEDULE.phi(t).float().expand(z.shape[0]))"),
+    ],
+    "02_stable_diffusion": [
+        Mutation("attention: no 1/sqrt(d)", "q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5", "q @ k.transpose(-1, -2)"),
+        Mutation("attention: scale by sqrt(query_dim)", "/ q.shape[-1] ** 0.5", "/ x.shape[-1] ** 0.5"),
+        Mutation("attention: scale by sqrt(heads) (wrong axis)", "/ q.shape[-1] ** 0.5", "/ q.shape[1] ** 0.5"),
+        Mutation("attention: softmax over queries", "dim=-1)", "dim=-2)"),
+        Mutation("attention: heads split as (d h)", '"b n (h d) -> b h n d", h=heads', '"b n (d h) -> b h n d", h=heads'),
+        Mutation("attention: heads taken as head width", '"b n (h d) -> b h n d", h=heads', '"b n (h d) -> b h n d", d=heads'),
+        Mutation("attention: heads merged as (d h)", '"b h n d -> b n (h d)"', '"b h n d -> b n (d h)"'),
+        Mutation("guidance: conditional and unconditional swapped", "return pred_uncond + w * (pred_cond - pred_uncond)",
+                 "return pred_cond + w * (pred_uncond - pred_cond)"),
+        Mutation("guidance: (1 + w) convention", "return pred_uncond + w * (pred_cond - pred_uncond)",
+                 "return pred_cond + w * (pred_cond - pred_uncond)"),
+        Mutation("guidance: missing factor w", "return pred_uncond + w * (pred_cond - pred_uncond)",
+                 "return pred_uncond + (pred_cond - pred_uncond)"),
+        Mutation("sampler: branches swapped", "guidance(model(z, t_batch, ids), model(z, t_batch, null_ids), w)",
+                 "guidance(model(z, t_batch, null_ids), model(z, t_batch, ids), w)"),
+        Mutation("sampler: alpha_s from t", "for value in schedule.alpha_sigma(s))", "for value in schedule.alpha_sigma(t))"),
+        Mutation("sampler: last step dropped (off by one)", "zip(times[:-1], times[1:])", "zip(times[:-2], times[1:-1])"),
+        Mutation("sampler: no final clamp", "return z.clamp(-1, 1)", "return z"),
+        Mutation("sampler: eps prediction type", 'prediction_type="v"', 'prediction_type="eps"'),
+        # written after the checks were tightened, to see whether they bite beyond the list they were tuned on
+        Mutation("attention: no output projection", "return to_out(out)", "return out"),
+        Mutation("sampler: guidance scale ignored", "model(z, t_batch, null_ids), w)", "model(z, t_batch, null_ids), 1.0)"),
+    ],
+    "03_video_diffusion_models": [
+        Mutation("distance: i - j (sign)", 'rearrange(positions, "j -> 1 j") - rearrange(positions, "i -> i 1")',
+                 'rearrange(positions, "i -> i 1") - rearrange(positions, "j -> 1 j")'),
+        Mutation("distance: no clipping", "return distance.clamp(-max_distance, max_distance)", "return distance"),
+        Mutation("distance: clip off by one", "distance.clamp(-max_distance, max_distance)",
+                 "distance.clamp(-max_distance + 1, max_distance - 1)"),
+        Mutation("distance: clipped on one side only", "distance.clamp(-max_distance, max_distance)",
+                 "distance.clamp(max=max_distance)"),
+        Mutation("attention: no relative keys", ' + torch.einsum("nhid,hijd->nhij", q, keys)', ""),
+        Mutation("attention: keys table transposed (a[i - j])", '"nhid,hijd->nhij"', '"nhid,hjid->nhij"'),
+        Mutation("attention: bias scaled by 1/sqrt(d) too", "logits = logits / q.shape[-1] ** 0.5 + bias",
+                 "logits = (logits + bias) / q.shape[-1] ** 0.5"),
+        Mutation("attention: scale by sqrt(heads) (wrong axis)", "logits / q.shape[-1] ** 0.5", "logits / q.shape[1] ** 0.5"),
+        Mutation("attention: heads taken as head width", '"n t (h d) -> n h t d", h=heads', '"n t (h d) -> n h t d", d=heads'),
+        Mutation("attention: softmax over query frames",
+                 "logits.amax(dim=-1, keepdim=True)\n    weights = logits.exp() / logits.exp().sum(dim=-1, keepdim=True)",
+                 "logits.amax(dim=-2, keepdim=True)\n    weights = logits.exp() / logits.exp().sum(dim=-2, keepdim=True)"),
+        Mutation("attention: no relative values", ' + torch.einsum("nhij,hijd->nhid", weights, values)', ""),
+        Mutation("attention: heads merged as (d h)", '"n h t d -> n t (h d)"', '"n h t d -> n t (d h)"'),
+        Mutation("mask: images at the start", "allowed[:num_video_frames, :num_video_frames] = True",
+                 "allowed[num_images:, num_images:] = True"),
+        Mutation("mask: video block one frame too large", "num_video_frames = num_frames - num_images",
+                 "num_video_frames = num_frames - num_images + 1"),
+        Mutation("mask: negative index, breaks at num_images = 0",
+                 "allowed[:num_video_frames, :num_video_frames] = True", "allowed[:-num_images, :-num_images] = True"),
+        Mutation("mask: no identity for the images", "torch.eye(num_frames, dtype=torch.bool)",
+                 "torch.zeros(num_frames, num_frames, dtype=torch.bool)"),
+        Mutation("block: square frames assumed (H = W = x.shape[-1])", "height, width = x.shape[-2:]",
+                 "height = width = x.shape[-1]"),
+        Mutation("block: h and w swapped when folding back", "h=height, w=width)", "h=width, w=height)"),
+        Mutation("block: frames unfolded as (t b)", '"(b t) c h w -> (b h w) t c"', '"(t b) c h w -> (b h w) t c"'),
+        Mutation("block: no residual", "return x + rearrange(out,", "return rearrange(out,"),
+        Mutation("block: no LayerNorm", "temporal_attention(layer.norm(tokens),", "temporal_attention(tokens,"),
+        Mutation("block: mask not applied", '.masked_fill(~joint_mask(num_frames, num_images), float("-inf"))', ""),
+        # written after the checks were tightened, to see whether they bite beyond the list they were tuned on
+        Mutation("block: folded back as (b w h)", '"(b h w) t c -> (b t) c h w"', '"(b w h) t c -> (b t) c h w"'),
+        Mutation("distance: absolute |j - i|", "return distance.clamp(-max_distance, max_distance)",
+                 "return distance.abs().clamp(-max_distance, max_distance)"),
+    ],
+    "04_reconstruction_guidance": [
+        Mutation("replace: noise sign", "z_t_a = alpha_t * x_a + sigma_t * eps", "z_t_a = alpha_t * x_a - sigma_t * eps"),
+        Mutation("replace: known frames not noised", "z_t_a = alpha_t * x_a + sigma_t * eps", "z_t_a = x_a"),
+        Mutation("replace: missing factor alpha_t", "z_t_a = alpha_t * x_a + sigma_t * eps", "z_t_a = x_a + sigma_t * eps"),
+        Mutation("replace: known frames put at the end", "torch.cat([z_t_a, z_t[:, :, x_a.shape[2]:]], dim=2)",
+                 "torch.cat([z_t[:, :, :-x_a.shape[2]], z_t_a], dim=2)"),
+        Mutation("replace: number of known frames from the batch axis", "z_t[:, :, x_a.shape[2]:]", "z_t[:, :, x_a.shape[0]:]"),
+        Mutation("replace: number of known frames from the channel axis", "z_t[:, :, x_a.shape[2]:]", "z_t[:, :, x_a.shape[1]:]"),
+        Mutation("replace: scalar-only alpha (first item's)", "z_t_a = alpha_t * x_a + sigma_t * eps",
+                 "z_t_a = alpha_t.flatten()[0] * x_a + sigma_t.flatten()[0] * eps"),
+        Mutation("guided: missing /2", "(w_r * alpha_t / 2) * grad", "(w_r * alpha_t) * grad"),
+        Mutation("guided: missing factor alpha_t", "(w_r * alpha_t / 2) * grad", "(w_r / 2) * grad"),
+        Mutation("guided: sign of the correction", "return x_hat.detach() - (w_r", "return x_hat.detach() + (w_r"),
+        Mutation("guided: error on the last frames", "x_hat[:, :, :x_a.shape[2]]", "x_hat[:, :, -x_a.shape[2]:]"),
+        Mutation("guided: error on one frame too few", "x_hat[:, :, :x_a.shape[2]]", "x_hat[:, :, :x_a.shape[2] - 1]"),
+        Mutation("guided: mean instead of sum", ".pow(2).sum()", ".pow(2).mean()"),
+        Mutation("guided: x_hat with the sign of v flipped", "alpha_t * z_t - sigma_t * model_fn(z_t, t)",
+                 "alpha_t * z_t + sigma_t * model_fn(z_t, t)"),
+        Mutation("guided: number of known frames from the batch axis", "x_hat[:, :, :x_a.shape[2]]", "x_hat[:, :, :x_a.shape[0]]"),
+        Mutation("guided: mean over the batch", ".pow(2).sum()", ".pow(2).sum(dim=(1, 2, 3, 4)).mean()"),
+        # written after the checks were tightened, to see whether they bite beyond the list they were tuned on
+        Mutation("guided: x_hat from the eps formula", "x_hat = alpha_t * z_t - sigma_t * model_fn(z_t, t)",
+                 "x_hat = (z_t - sigma_t * model_fn(z_t, t)) / alpha_t"),
+        Mutation("replace: noise from the first items only", "sigma_t * eps", "sigma_t[:1] * eps"),
+    ],
+    "05_data_curation": [
+        Mutation("steps: no 1/2", ".abs().sum(dim=-1) / 2)", ".abs().sum(dim=-1))"),
+        Mutation("steps: channels and bins swapped", ".sum(dim=-1) / 2).mean(dim=-1)", ".sum(dim=1) / 2).mean(dim=-1)"),
+        Mutation("steps: squared instead of absolute", "(histograms[1:] - histograms[:-1]).abs()",
+                 "(histograms[1:] - histograms[:-1]).pow(2)"),
+        Mutation("steps: frames two apart (off by one)", "histograms[1:] - histograms[:-1]", "histograms[2:] - histograms[:-2]"),
+        Mutation("cuts: b = t instead of t + 1", "cuts.append(t + 1)", "cuts.append(t)"),
+        Mutation("cuts: window t-2..t+1 (off by one at the end)", "steps[max(0, t - 2): t + 3]", "steps[max(0, t - 2): t + 2]"),
+        Mutation("cuts: window t-1..t+2 (off by one at the start)", "steps[max(0, t - 2): t + 3]", "steps[max(0, t - 1): t + 3]"),
+        Mutation("cuts: window of 1 frame either side", "steps[max(0, t - 2): t + 3]", "steps[max(0, t - 1): t + 2]"),
+        Mutation("cuts: last step never examined", "for t in range(len(steps)):", "for t in range(len(steps) - 1):"),
+        Mutation("cuts: first step never examined", "for t in range(len(steps)):", "for t in range(1, len(steps)):"),
+        Mutation("cuts: threshold ignored", "if steps[t] > threshold and steps[t] == nearby.max():",
+                 "if steps[t] == nearby.max():"),
+        Mutation("motion: width from the height axis", "width = flows.shape[-1]", "width = flows.shape[-2]"),
+        Mutation("motion: norm over the pairs axis", "flows.norm(dim=1)", "flows.norm(dim=0)"),
+        Mutation("motion: |dx| + |dy| instead of the norm", "flows.norm(dim=1)", "flows.abs().sum(dim=1)"),
+        Mutation("motion: missing factor sample_fps", "* sample_fps / width", "/ width"),
+        Mutation("motion: divided by sample_fps", "* sample_fps / width", "/ sample_fps / width"),
+        Mutation("motion: not divided by the width", "* sample_fps / width", "* sample_fps"),
+        # written after the checks were tightened, to see whether they bite beyond the list they were tuned on
+        Mutation("steps: max over channels instead of mean", "/ 2).mean(dim=-1)", "/ 2).amax(dim=-1)"),
+        Mutation("cuts: frame numbers as tensors", "cuts.append(t + 1)", "cuts.append(torch.tensor(t + 1))"),
+        Mutation("motion: flow averaged before its norm", "flows.norm(dim=1).mean()",
+                 "flows.mean(dim=(2, 3)).norm(dim=1).mean()"),
+    ],
+}
+
+
+@dataclass
+class Result:
+    notebook: str
+    mutation: str
+    outcome: str   # "caught" (a check cell raised), "missed" (all checks passed), "crash" (another cell raised)
+    error: str     # the exception's name and the first line of its message
+    seconds: float
+
+
+def answer_regions(source: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of the answer regions in one cell's source (the marker lines excluded)."""
+    regions, start, offset = [], None, 0
+    for line in source.splitlines(keepends=True):
+        if line.strip() == BEGIN:
+            start = offset + len(line)
+        elif line.strip() == END:
+            regions.append((start, offset))
+        offset += len(line)
+    return regions
+
+
+def apply_mutation(notebook: nbformat.NotebookNode, mutation: Mutation) -> nbformat.NotebookNode:
+    """A copy of ``notebook`` with ``mutation.old`` replaced inside the one answer region that holds it."""
+    mutated = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    places = [(cell, start, end) for cell in mutated.cells if cell.cell_type == "code"
+              for start, end in answer_regions(cell.source) if cell.source[start:end].count(mutation.old) == 1]
+    in_regions = sum(cell.source[start:end].count(mutation.old) for cell in mutated.cells if cell.cell_type == "code"
+                     for start, end in answer_regions(cell.source))
+    if len(places) != 1 or in_regions != 1:
+        raise ValueError(f"mutation {mutation.name!r}: {mutation.old!r} must occur exactly once in the answer regions, "
+                         f"found {in_regions} times: update the mutation to the current solution")
+    cell, start, end = places[0]
+    cell.source = cell.source[:start] + cell.source[start:end].replace(mutation.old, mutation.new) + cell.source[end:]
+    return mutated
+
+
+def is_check(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "code" and "check" in cell.metadata.get("tags", [])
+
+
+def execute(notebook: nbformat.NotebookNode, path: Path, timeout: int = 300) -> tuple[str, str]:
+    """Run the notebook up to its last check cell in a fresh kernel; return (outcome, error)."""
+    last_check = max(i for i, cell in enumerate(notebook.cells) if is_check(cell))
+    notebook = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    notebook.cells = notebook.cells[: last_check + 1]
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines would break up the table
+    except CellExecutionError:
+        pass
+    for cell in notebook.cells:
+        errors = [output for output in cell.get("outputs", []) if output.get("output_type") == "error"]
+        if errors:
+            message = f"{errors[0]['ename']}: {errors[0]['evalue'].strip().splitlines()[0] if errors[0]['evalue'].strip() else ''}"
+            return ("caught" if is_check(cell) else "crash"), message[:160]
+    return "missed", ""
+
+
+def run(notebooks: list[str], name_filter: str | None, solutions: Path, control: bool) -> list[Result]:
+    results = []
+    for stem in notebooks:
+        path = solutions / f"{stem}.ipynb"
+        notebook = nbformat.read(path, as_version=4)
+        mutations = [m for m in MUTATIONS[stem] if name_filter is None or name_filter in m.name]
+        for mutation in mutations:  # fail early on a stale mutation, before spending minutes executing
+            apply_mutation(notebook, mutation)
+        if control:
+            start = time.perf_counter()
+            outcome, error = execute(notebook, path)
+            print(f"{stem:<28} {'(unchanged solution)':<55} {'ok' if outcome == 'missed' else 'FAILS: ' + error}"
+                  f"  {time.perf_counter() - start:.0f}s", flush=True)
+            if outcome != "missed":
+                raise SystemExit(f"{path}: the unchanged solution does not pass its own checks")
+        for mutation in mutations:
+            start = time.perf_counter()
+            outcome, error = execute(apply_mutation(notebook, mutation), path)
+            result = Result(stem, mutation.name, outcome, error, time.perf_counter() - start)
+            results.append(result)
+            print(f"{stem:<28} {mutation.name:<55} {outcome:<7} {result.seconds:4.0f}s  {error}", flush=True)
+    return results
+
+
+def summarise(results: list[Result]) -> None:
+    print()
+    print(f"{'notebook':<28} {'caught':>6} / {'total':<5} rate")
+    for stem in dict.fromkeys(r.notebook for r in results):
+        rows = [r for r in results if r.notebook == stem]
+        caught = sum(r.outcome == "caught" for r in rows)
+        print(f"{stem:<28} {caught:>6} / {len(rows):<5} {caught / len(rows):.0%}")
+    caught = sum(r.outcome == "caught" for r in results)
+    print(f"{'all':<28} {caught:>6} / {len(results):<5} {caught / len(results):.1%}")
+    for r in results:
+        if r.outcome != "caught":
+            print(f"  not caught ({r.outcome}): {r.notebook}: {r.mutation}  {r.error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notebook", action="append", help="a prefix such as 01 (repeatable); default: all")
+    parser.add_argument("--mutation", help="run only the mutations whose name contains this")
+    parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help="folder of solution notebooks")
+    parser.add_argument("--control", action="store_true", help="first check that each unchanged solution passes")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    os.environ.setdefault("MINIVDM_DEVICE", "cpu")  # the kernels inherit it: results do not depend on a GPU
+    notebooks = [stem for stem in MUTATIONS if not args.notebook or any(stem.startswith(p) for p in args.notebook)]
+    if not notebooks:
+        parser.error(f"no notebook starts with {args.notebook}; choose from {list(MUTATIONS)}")
+    results = run(notebooks, args.mutation, args.solutions, args.control)
+    summarise(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+
+
+if __name__ == "__main__":
+    main()
