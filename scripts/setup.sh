@@ -23,6 +23,16 @@ if ! command -v tesseract >/dev/null && command -v apt-get >/dev/null && [ "$(id
   (apt-get install -y -qq tesseract-ocr >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq tesseract-ocr; } >/dev/null 2>&1) \
     || echo "note: could not install tesseract-ocr; its comparison tests will be skipped"
 fi
+# Chromium: tests/test_browser.py opens a tutorial in JupyterLab in it, through playwright (from the [dev]
+# extra, which drives this system browser: no `playwright install` download). Skipped when it is missing.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1) \
+      || echo "note: could not install chromium; the real-browser test will be skipped"
+  else
+    echo "note: chromium is not installed (needs root and apt-get here); the real-browser test will be skipped"
+  fi
+fi
 
 if [ "${1:-}" != "--no-demo" ]; then
   .venv/bin/python -m minivdm demo --out outputs/demo

@@ -3,7 +3,7 @@
 # tutorial and solution notebook top to bottom (nbmake). Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import minivdm, pytest, nbmake" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import minivdm, pytest, nbmake, playwright" 2>/dev/null; then
   bash scripts/setup.sh --no-demo
 fi
 export MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
