@@ -7,10 +7,18 @@ A run is described by a ``TrainConfig`` and two functions the chapter supplies:
     loss  = loss_fn(model, batch, generator)     # a scalar tensor
 
 Every ``checkpoint_every`` steps the model, its EMA copy, the optimizer and both random generators
-are written to ``<checkpoint_dir>/last.pt`` via a temporary file and ``os.replace``, so an
-interrupted run never leaves a broken checkpoint, and ``train`` called again with the same
-directory continues from the last step it saved, reproducing the uninterrupted run exactly. A finished
-run can be extended by calling it again with a larger ``steps``.
+are written to ``<checkpoint_dir>/last.pt`` via a temporary file, ``fsync`` and ``os.replace``; the
+state it replaces is kept as ``previous.pt``. ``train`` called again with the same directory continues
+from the last step it saved, reproducing the uninterrupted run exactly, even after a kill -9. Should
+``last.pt`` still be unreadable (cut short by a crash of the machine or a full disk), the run resumes
+from ``previous.pt`` and replays the steps in between, with a warning. A finished run can be extended
+by calling it again with a larger ``steps``.
+
+A checkpoint directory belongs to one run. Its state records what defines that run, and a call whose
+run differs is refused by name rather than continued: the model's parameter names, shapes and dtypes,
+every ``TrainConfig`` field (only ``checkpoint_every`` may change, and ``steps`` may grow when the rate
+is constant), and a ``run_description`` the caller gives for what ``train`` cannot see (the
+prediction type, the data, the recipe).
 
 The same loop runs unchanged on several processes or GPUs under ``accelerate launch`` (data
 parallel): every process draws the same global batch, keeps its own contiguous shard of it
@@ -26,7 +34,9 @@ import copy
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +45,15 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from minivdm.io.checkpoints import CorruptCheckpointError
 from minivdm.validation import check_in_range, check_positive_int
+
+STATE_FILE, PREVIOUS_STATE_FILE = "last.pt", "previous.pt"
+# what every training state holds; a file without them is no training state
+STATE_KEYS = ("config", "step", "losses", "model", "ema_model", "optimizer", "schedule", "generator", "torch_rng")
+# TrainConfig fields that change no trained weight, so a resumed run may set them anew
+# (``steps`` may also grow, under a constant rate: see ``_config_differences``)
+RESUMABLE_CHANGES = ("checkpoint_every",)
 
 
 @dataclass(frozen=True)
@@ -96,10 +114,143 @@ class TrainResult:
     is_main_process: bool = True  # under a multi-process launch, the one process that writes files
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint directory written by a run other than the one asked for."""
+
+
+def _write_training_state(state: dict, checkpoint_dir: Path, *, keep_last: bool) -> None:
+    """Write ``last.pt`` so that a kill at any instant leaves a readable state behind: the new state
+    reaches the disk under a temporary name first, and the one it replaces is kept as ``previous.pt``
+    (``keep_last=False`` when ``last.pt`` is the unreadable file a resume fell back from)."""
+    last, previous = checkpoint_dir / STATE_FILE, checkpoint_dir / PREVIOUS_STATE_FILE
+    temporary = last.with_name(last.name + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())  # else a crash of the machine may leave the renamed file empty
+    if keep_last and last.exists():
+        os.replace(last, previous)
+    os.replace(temporary, last)
+    if os.name == "posix":  # make the renames themselves durable
+        directory = os.open(checkpoint_dir, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def load_training_state(path: str | Path) -> dict:
+    """One training state written by ``train``; a truncated or foreign file is a
+    ``CorruptCheckpointError`` naming it, not a traceback from deep inside unpickling."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    # what torch.load raises on a cut zip (OSError, RuntimeError), an empty file or one of other bytes
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        if isinstance(error, pickle.UnpicklingError):  # torch's own text here advises weights_only=False: not ours
+            reason = "its bytes are not a saved torch object"
+        else:
+            reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+        raise CorruptCheckpointError(
+            f"cannot read the training state {path} ({path.stat().st_size} bytes): {reason}. It is probably "
+            f"truncated (the machine stopped or the disk filled while it was written)") from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CorruptCheckpointError(f"{path} is not a training state written by minivdm.train: it lacks {missing}")
+    return state
+
+
+def _read_newest_state(checkpoint_dir: Path) -> tuple[dict, Path, bool] | None:
+    """The newest readable state in ``checkpoint_dir`` (None if it holds none), the file it came
+    from, and whether ``last.pt`` was unreadable."""
+    candidates = [checkpoint_dir / name for name in (STATE_FILE, PREVIOUS_STATE_FILE)]
+    candidates = [path for path in candidates if path.exists()]
+    if not candidates:
+        return None
+    problems = []
+    for path in candidates:
+        try:
+            state = load_training_state(path)
+        except CorruptCheckpointError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; resuming from the one before it, {path} (step {state['step']}), "
+                          "and replaying the steps in between", RuntimeWarning, stacklevel=3)
+        return state, path, bool(problems)
+    raise CorruptCheckpointError(f"no readable training state in {checkpoint_dir}: {'; '.join(problems)}. "
+                                 f"Delete {checkpoint_dir} to start the run over, or use a new --checkpoint-dir")
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON: tuples and lists compare equal, as in a saved state."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _config_differences(saved: dict, config: TrainConfig) -> list[str]:
+    # a state from before a field existed ran as that field's default does now
+    saved = {**_as_json(asdict(TrainConfig())), **_as_json(saved)}
+    current = _as_json(asdict(config))
+    differences = []
+    for field, now in current.items():
+        if field in RESUMABLE_CHANGES or saved[field] == now:
+            continue
+        if field == "steps" and config.decay == "constant" == saved["decay"]:
+            continue  # nothing else depends on the total, so a run extended from N to M steps equals one of M
+        note = " (a cosine decay depends on steps, so such a run cannot be extended)" if field == "steps" else ""
+        differences.append(f"TrainConfig.{field}: saved {saved[field]!r}, now {now!r}{note}")
+    return differences
+
+
+def _architecture_differences(saved_model: dict[str, torch.Tensor], model: torch.nn.Module,
+                              most: int = 5) -> list[str]:
+    def layout(tensors):
+        return {name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")) for name, tensor in tensors.items()}
+
+    saved, current = layout(saved_model), layout(model.state_dict())
+    differences = []
+    if absent := sorted(current.keys() - saved.keys()):
+        differences.append(f"model: {len(absent)} tensors the checkpoint lacks, e.g. {absent[:most]}")
+    if extra := sorted(saved.keys() - current.keys()):
+        differences.append(f"model: {len(extra)} tensors in the checkpoint that the model lacks, e.g. {extra[:most]}")
+    changed = [name for name in current.keys() & saved.keys() if current[name] != saved[name]]
+    for name in sorted(changed)[:most]:
+        (saved_shape, saved_dtype), (shape, dtype) = saved[name], current[name]
+        differences.append(f"model.{name}: saved {list(saved_shape)} {saved_dtype}, now {list(shape)} {dtype}")
+    if len(changed) > most:
+        differences.append(f"and {len(changed) - most} more tensors of another shape or dtype")
+    return differences
+
+
+def _description_differences(saved: dict, described: dict) -> list[str]:
+    def shown(description, key):
+        return repr(description[key]) if key in description else "(absent)"
+
+    return [f"run_description[{key!r}]: saved {shown(saved, key)}, now {shown(described, key)}"
+            for key in sorted(saved.keys() | described.keys()) if shown(saved, key) != shown(described, key)]
+
+
+def _check_same_run(state: dict, path: Path, model: torch.nn.Module, config: TrainConfig, described: dict) -> None:
+    """Refuse to continue a state written by another run, naming every difference."""
+    differences = _config_differences(state["config"], config) + _architecture_differences(state["model"], model)
+    written_before_descriptions = "run_description" not in state
+    if not written_before_descriptions:
+        differences += _description_differences(state["run_description"], described)
+    if differences:
+        raise IncompatibleCheckpointError(
+            f"refusing to resume from {path}: it was written by a different run ({'; '.join(differences)}). "
+            f"To start this run over, use a new --checkpoint-dir (checkpoint_dir) or delete {path.parent}; to "
+            f"continue the saved run, give its settings (only steps may grow, with decay='constant', and "
+            f"checkpoint_every may change)")
+    if state["step"] > config.steps:
+        raise IncompatibleCheckpointError(f"{path} is already at step {state['step']}, beyond steps={config.steps}")
+    if written_before_descriptions and described:
+        # kept resumable: long runs checkpointed before descriptions existed should not be lost
+        warnings.warn(f"{path} was written before training states recorded a run_description, so it cannot be "
+                      f"checked against {described}; its TrainConfig and model match, so the run resumes. If that "
+                      f"checkpoint came from another run, delete {path.parent} and start over", UserWarning, stacklevel=3)
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -147,11 +298,20 @@ def _loss_generator(generator: torch.Generator, seed: int, step: int, process_in
 
 def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], Any],
           loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], torch.Tensor], config: TrainConfig,
-          checkpoint_dir: str | Path | None = None, *, progress: bool = True, device: str = "cpu") -> TrainResult:
-    """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir/last.pt`` if present.
+          checkpoint_dir: str | Path | None = None, *, run_description: dict[str, Any] | None = None,
+          progress: bool = True, device: str = "cpu") -> TrainResult:
+    """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir`` if it holds a state.
 
+    ``run_description`` (JSON values) names what defines the run beyond ``config`` and the model's
+    layout, e.g. ``{"recipe": "chapter01-denoiser", "prediction_type": "v", "dataset_size": 20000}``:
+    a checkpoint written with another description is refused.
     ``device`` is "cpu" or "cuda" (under ``accelerate launch`` each process takes its own GPU).
     """
+    try:
+        described = _as_json(dict(run_description or {}))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"run_description must be a dict of JSON values (str, numbers, lists, dicts), got "
+                        f"{run_description!r}: {error}") from None
     from accelerate import Accelerator  # imported here: a plain CPU run pays for it only when training
     from accelerate.utils import send_to_device
 
@@ -164,23 +324,14 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     losses: list[float] = []
     start_step, earlier_seconds = 0, 0.0
 
-    checkpoint_path = None
+    last_is_unreadable = False
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint_path = checkpoint_dir / "last.pt"
-        if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, weights_only=True)
-            # with a constant rate only ``steps`` may change: nothing else depends on the total, so a
-            # run extended from N to M steps is identical to one started with M
-            saved = {"lr_multipliers": (), **state["config"]}  # checkpoints from before that field had none
-            if config.decay == "constant":
-                saved["steps"] = config.steps
-            if json.dumps(saved, sort_keys=True) != describe(config):  # JSON: tuples and lists compare equal
-                raise ValueError(f"{checkpoint_path} was written by a different TrainConfig: {state['config']}; "
-                                 "use a new checkpoint_dir or the same config (only steps may grow, and only with decay='constant')")
-            if state["step"] > config.steps:
-                raise ValueError(f"{checkpoint_path} is already at step {state['step']}, beyond steps={config.steps}")
+        newest = _read_newest_state(checkpoint_dir)
+        if newest is not None:
+            state, state_path, last_is_unreadable = newest
+            _check_same_run(state, state_path, model, config, described)
             model.load_state_dict(state["model"])
             ema_model.load_state_dict(state["ema_model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -197,13 +348,15 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     rank, world = accelerator.process_index, accelerator.num_processes
 
     def write_checkpoint(step: int) -> None:
-        if checkpoint_path is not None and accelerator.is_main_process:
-            _atomic_torch_save({
-                "config": asdict(config), "step": step, "losses": losses, "model": model.state_dict(),
-                "ema_model": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
+        nonlocal last_is_unreadable
+        if checkpoint_dir is not None and accelerator.is_main_process:
+            _write_training_state({
+                "config": asdict(config), "run_description": described, "step": step, "losses": losses,
+                "model": model.state_dict(), "ema_model": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "seconds": earlier_seconds + time.perf_counter() - started,
-            }, checkpoint_path)
+            }, checkpoint_dir, keep_last=not last_is_unreadable)
+            last_is_unreadable = False
         accelerator.wait_for_everyone()
 
     model.train()

@@ -312,8 +312,10 @@ def train_toy_clip(out: str | Path = TOY_CLIP_DIR, *, steps: int | None = None, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(clip_config.seed)
         stage_1 = ContrastiveTraining(build_toy_clip(clip_config.seed))
+    data_sizes = {"footages": footages, "images": images}
     clip_result = train(stage_1, next_pairs, _contrastive_loss, clip_config,
-                        None if checkpoint_dir is None else checkpoint_dir / "clip")
+                        None if checkpoint_dir is None else checkpoint_dir / "clip",
+                        run_description={"recipe": "toy-clip", **data_sizes})
     model = clip_result.ema_model.clip.eval()
 
     # The head sees frozen unit embeddings of footage key frames (the kinds it has to tell apart),
@@ -333,7 +335,8 @@ def train_toy_clip(out: str | Path = TOY_CLIP_DIR, *, steps: int | None = None, 
         torch.manual_seed(head_config.seed)
         head = AestheticHead(TOY_CLIP_PROJECTION_DIM, TOY_AESTHETIC_HIDDEN)
     head_result = train(head, next_ratings, rating_loss, head_config,
-                        None if checkpoint_dir is None else checkpoint_dir / "aesthetic")
+                        None if checkpoint_dir is None else checkpoint_dir / "aesthetic",
+                        run_description={"recipe": "toy-aesthetic-head", **data_sizes})
     head = head_result.ema_model.eval()
 
     scorer = ClipScorer(model, tokenizer, head)

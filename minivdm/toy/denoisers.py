@@ -49,7 +49,10 @@ def train_image_denoiser(prediction_type: str, out: str | Path, *, config: Train
     def loss_fn(model: PixelUNet, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return diffusion_loss(model, batch, CHAPTER1_SCHEDULE, prediction_type, generator=generator)
 
-    result = train(model, next_batch, loss_fn, config, checkpoint_dir)
+    # the same network and TrainConfig for both targets: only this tells their checkpoints apart
+    described = {"recipe": "chapter01-denoiser", "prediction_type": prediction_type, "batch_size": batch_size,
+                 "dataset_size": dataset_size}
+    result = train(model, next_batch, loss_fn, config, checkpoint_dir, run_description=described)
     if not result.is_main_process:
         return Path(out)
     metadata = {
