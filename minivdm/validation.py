@@ -90,3 +90,41 @@ def check_matches_weights(x: torch.Tensor, name: str, weight: torch.Tensor) -> N
                         f"({name}.to({weight.dtype})) or load the model with dtype={x.dtype}")
     if x.device != weight.device:
         raise ValueError(f"{name} is on {x.device} but the model's weights are on {weight.device}: move one of them")
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """No NaN or inf in ``x``: they would flow through the maths and come out as a silent NaN image
+    (or, through an index or a clamp, as finite garbage)."""
+    if x.numel() and not torch.isfinite(x).all():
+        bad = x[~torch.isfinite(x)]
+        raise ValueError(f"{name} must be finite, got {bad.numel()} NaN/inf value(s) in a tensor of shape "
+                         f"{tuple(x.shape)} (first: {bad.flatten()[0].item()})")
+    return x
+
+
+def check_per_item(value, name: str, like: torch.Tensor, like_name: str):
+    """A per-item coefficient (alpha_t, sigma_t, phi_t...) that multiplies the batch ``like``.
+
+    It must be a number, a 0-d tensor (one value for the whole batch) or shaped (B, 1, ..., 1) with
+    ``like.ndim`` axes. A (B,) tensor is refused: against (B, C, T, H, W) it would broadcast along W,
+    the last axis, not along the batch.
+    """
+    per_item = f"({like.shape[0]}{', 1' * (like.ndim - 1)})"
+    expected = f"a number, a 0-d tensor or a tensor of shape (B{', 1' * (like.ndim - 1)}) = {per_item}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be {expected} (to multiply {like_name} {tuple(like.shape)}), got {_describe(value)}")
+    if not isinstance(value, torch.Tensor):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{name} must be finite, got {value}")
+        return value
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {value.dtype} (an integer {name} "
+                        f"is almost always a timestep passed where alpha_t / sigma_t belong)")
+    if value.ndim:
+        batch_ok = value.shape[0] in (1, like.shape[0])
+        if value.ndim != like.ndim or not batch_ok or any(size != 1 for size in value.shape[1:]):
+            hint = (" - per-item values of shape (B,) broadcast along the last axis, not the batch: reshape them "
+                    "with minivdm.diffusion.broadcast_per_item(values, like)" if value.ndim == 1 else "")
+            raise ValueError(f"{name} must be {expected} to multiply {like_name} {tuple(like.shape)}, "
+                             f"got shape {tuple(value.shape)}{hint}")
+    return check_finite(value, name)

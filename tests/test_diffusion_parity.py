@@ -100,3 +100,78 @@ def test_ddpm_matches_diffusers_step_for_step(prediction_type):
     ours = run_ours(schedule, z, schedule.leading_times(50), seed=3, sampler="ddpm",
                     prediction_type={"epsilon": "eps", "v_prediction": "v", "sample": "x0"}[prediction_type])
     assert max_diff(ours, theirs) <= TOLERANCE
+
+
+# --- every option of a scheduler config, read by SamplerSettings, against DDIMScheduler(**options) ---------------
+
+def table_model(alphas_cumprod: torch.Tensor, prediction_type: str):
+    """``make_fake_model`` for any alpha_bar table (diffusers' own), finite at alpha_bar = 0 (zero SNR)."""
+
+    def model(z_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        alpha_bar = alphas_cumprod[timestep.long()].view(-1, 1, 1, 1, 1)
+        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        x_hat = alpha * 0.25 / (alpha_bar * 0.25 + sigma**2) * z_t + 0.1 * torch.tanh(2 * z_t + timestep.view(-1, 1, 1, 1, 1) / 500)
+        eps_hat = (z_t - alpha * x_hat) / sigma
+        return {"epsilon": eps_hat, "sample": x_hat, "v_prediction": alpha * eps_hat - sigma * x_hat}[prediction_type]
+
+    return model
+
+
+def ddim_parity(scheduler: DDIMScheduler, config: dict, steps: int, seed: int = 0) -> float:
+    """Max |z_ours - z_diffusers| over a DDIM trajectory: diffusers' ``scheduler``, ours read from ``config``."""
+    from minivdm.methods.text_to_image import SamplerSettings
+
+    settings = SamplerSettings.from_scheduler_config(config)
+    fake_model = table_model(scheduler.alphas_cumprod, scheduler.config.prediction_type)
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
+    scheduler.set_timesteps(steps)
+    theirs, z_theirs = [], z
+    for timestep in scheduler.timesteps:
+        z_theirs = scheduler.step(fake_model(z_theirs, timestep.expand(z.shape[0])), timestep, z_theirs).prev_sample
+        theirs.append(z_theirs)
+    assert all(torch.isfinite(z_).all() for z_ in theirs)
+    times, step_ends = settings.times_and_step_ends(steps)
+    assert torch.equal(settings.schedule.timestep_from_t(times[:-1]), scheduler.timesteps)
+
+    def model_fn(z_t, t):
+        return fake_model(z_t, settings.schedule.timestep_from_t(t))
+
+    ours = []
+    sample(model_fn, z, settings.schedule, times, step_ends=step_ends, prediction_type=settings.prediction_type,
+           progress=False, trajectory=ours)
+    return max_diff(ours, theirs)
+
+
+def config_parity(options: dict, steps: int) -> float:
+    """DDIMScheduler(**options) against our reading of the config.json it saves."""
+    scheduler = DDIMScheduler(**{"clip_sample": False, **options})
+    return ddim_parity(scheduler, {"_class_name": "DDIMScheduler", **dict(scheduler.config)}, steps)
+
+
+OPTIONS = {
+    "linear": dict(beta_schedule="linear"),
+    "scaled_linear": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    "squaredcos_cap_v2": dict(beta_schedule="squaredcos_cap_v2"),
+    "trained_betas": dict(trained_betas=torch.linspace(5e-4, 0.015, 1000).tolist()),  # not the default linear table
+    "leading+steps_offset=1": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1),
+    "set_alpha_to_one=False": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False),
+    "set_alpha_to_one=False+offset=1": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                            set_alpha_to_one=False, steps_offset=1),
+    "trailing": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing="trailing"),
+    "linspace": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing="linspace"),
+    "linspace+set_alpha_to_one=False": dict(timestep_spacing="linspace", set_alpha_to_one=False),
+    "v_prediction": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"),
+    "sample_prediction": dict(beta_schedule="linear", prediction_type="sample"),
+    "zero_snr+v+trailing": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing"),
+    "zero_snr+v+linspace": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="linspace"),
+    "zero_snr+v+leading": dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
+}
+
+
+@pytest.mark.parametrize("steps", [10, 50, 7])
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_every_scheduler_option_retraces_diffusers_ddim(name, steps):
+    """7 steps do not divide 1000: trailing / linspace then land each step off the next evaluated timestep."""
+    assert config_parity(OPTIONS[name], steps) <= TOLERANCE

@@ -14,4 +14,12 @@ from minivdm.diffusion.parameterization import (
     x0_from_v,
 )
 from minivdm.diffusion.samplers import ddim_invert, ddim_step, ddim_step_angular, ddpm_step, sample
-from minivdm.diffusion.schedules import CosineSchedule, NoiseSchedule, ScaledLinearSchedule
+from minivdm.diffusion.schedules import (
+    BETA_SCHEDULES,
+    TIMESTEP_SPACINGS,
+    CosineSchedule,
+    DiscreteSchedule,
+    NoiseSchedule,
+    ScaledLinearSchedule,
+    rescale_zero_terminal_snr,
+)

@@ -14,12 +14,17 @@ and any one of (eps, x, v) together with z_t gives the other two:
 Predicting eps and dividing by alpha_t (near 0 at high noise) amplifies the model's error: this
 is the colour shift v-prediction avoids in video models (Ho et al., Imagen Video, 2022).
 
-``alpha`` and ``sigma`` broadcast against the data: pass them shaped (B, 1, 1, 1[, 1]) or as scalars.
+``alpha`` and ``sigma`` broadcast against the data: pass them as numbers, 0-d tensors, or shaped
+(B, 1, 1, 1[, 1]) (``forward_process.alpha_sigma_for`` makes that shape). A (B,) tensor is refused:
+against (B, C, T, H, W) it would line up with W, not with the batch. The two data tensors must have
+the same shape, a floating dtype, and alpha (sigma) must not be 0 where the formula divides by it.
 """
 
 from __future__ import annotations
 
 import torch
+
+from minivdm.validation import check_per_item, check_same_shape, check_tensor
 
 PREDICTION_TYPES = ("eps", "x0", "v")
 
@@ -30,23 +35,48 @@ def check_prediction_type(prediction_type: str) -> str:
     return prediction_type
 
 
+def check_conversion_inputs(a, b, alpha, sigma, name_a: str, name_b: str) -> None:
+    """Two float tensors of one shape, and alpha, sigma that broadcast per batch item against them."""
+    check_tensor(a, name_a, floating=True)
+    check_tensor(b, name_b, floating=True)
+    check_same_shape(a, b, name_a, name_b)
+    check_per_item(alpha, "alpha", a, name_a)
+    check_per_item(sigma, "sigma", a, name_a)
+
+
+def _check_nonzero(value, name: str, formula: str, cure: str) -> None:
+    if (value == 0).any() if isinstance(value, torch.Tensor) else value == 0:
+        raise ValueError(f"{formula} divides by {name} = 0 (at a time with {name} = 0): {cure}")
+
+
 def x0_from_eps(z_t, eps, alpha, sigma):
+    check_conversion_inputs(z_t, eps, alpha, sigma, "z_t", "eps")
+    # zero terminal SNR (Lin et al., 2023) makes alpha_T = 0: z_T is pure noise and eps says nothing about x
+    _check_nonzero(alpha, "alpha", "x = (z_t - sigma eps) / alpha",
+                   "an eps-prediction model cannot be sampled from pure noise (zero terminal SNR); use a "
+                   "v-prediction model (as Lin et al. 2023 do), or times that avoid the last timestep")
     return (z_t - sigma * eps) / alpha
 
 
 def eps_from_x0(z_t, x0, alpha, sigma):
+    check_conversion_inputs(z_t, x0, alpha, sigma, "z_t", "x0")
+    _check_nonzero(sigma, "sigma", "eps = (z_t - alpha x) / sigma",
+                   "at t = 0 z_t is the data itself and holds no noise to recover; evaluate at t > 0")
     return (z_t - alpha * x0) / sigma
 
 
 def v_from_x0_eps(x0, eps, alpha, sigma):
+    check_conversion_inputs(x0, eps, alpha, sigma, "x0", "eps")
     return alpha * eps - sigma * x0
 
 
 def x0_from_v(z_t, v, alpha, sigma):
+    check_conversion_inputs(z_t, v, alpha, sigma, "z_t", "v")
     return alpha * z_t - sigma * v
 
 
 def eps_from_v(z_t, v, alpha, sigma):
+    check_conversion_inputs(z_t, v, alpha, sigma, "z_t", "v")
     return sigma * z_t + alpha * v
 
 
@@ -63,6 +93,7 @@ def predictions_to_x0_eps(prediction, z_t, alpha, sigma, prediction_type: str):
 def training_target(x0, eps, alpha, sigma, prediction_type: str):
     """What the network is regressed onto: eps, x0, or v = alpha eps - sigma x0."""
     check_prediction_type(prediction_type)
+    check_conversion_inputs(x0, eps, alpha, sigma, "x0", "eps")
     if prediction_type == "eps":
         return eps
     if prediction_type == "x0":

@@ -21,6 +21,10 @@ DDIM inversion runs the deterministic update the other way (s -> t), encoding da
 
 A model is any ``model_fn(z_t, t) -> prediction`` with t a (B,) tensor of continuous times; a
 model that wants integer timesteps wraps itself with ``schedule.timestep_from_t``.
+
+The step functions take alpha, sigma (phi) as numbers, 0-d tensors or (B, 1, 1, 1[, 1]) tensors,
+never (B,) (see ``parameterization``). ``sample`` and ``ddim_invert`` refuse non-finite inputs and
+times, and stop at the first step whose model prediction holds a NaN or inf, naming the step.
 """
 
 from __future__ import annotations
@@ -37,7 +41,14 @@ from minivdm.diffusion.parameterization import (
     v_from_x0_eps,
 )
 from minivdm.diffusion.schedules import NoiseSchedule
-from minivdm.validation import check_image_or_video, check_in_range, check_tensor
+from minivdm.validation import (
+    check_finite,
+    check_image_or_video,
+    check_in_range,
+    check_per_item,
+    check_same_shape,
+    check_tensor,
+)
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,6 +67,8 @@ def ddim_step(z_t, prediction, alpha_t, sigma_t, alpha_s, sigma_s, prediction_ty
               eta: float = 0.0, noise: torch.Tensor | None = None, clip_x0: bool = False) -> torch.Tensor:
     """One DDIM step t -> s in the alpha/sigma form (eta > 0 needs ``noise``)."""
     x_hat, eps_hat = denoised_estimates(prediction, z_t, alpha_t, sigma_t, prediction_type, clip_x0)
+    _check_target_and_noise(z_t, alpha_s, sigma_s, noise)
+    check_in_range(eta, "eta", 0.0, 1.0)
     sigma_eta_sq = eta**2 * (sigma_s**2 / sigma_t**2) * (1 - alpha_t**2 / alpha_s**2)
     z_s = alpha_s * x_hat + (sigma_s**2 - sigma_eta_sq).clamp(min=0).sqrt() * eps_hat
     if eta > 0:
@@ -67,6 +80,11 @@ def ddim_step(z_t, prediction, alpha_t, sigma_t, alpha_s, sigma_s, prediction_ty
 
 def ddim_step_angular(z_t, v_hat, phi_t, phi_s) -> torch.Tensor:
     """One deterministic DDIM step as a rotation: z_s = cos(phi_t - phi_s) z_t - sin(phi_t - phi_s) v_hat."""
+    check_tensor(z_t, "z_t", floating=True)
+    check_tensor(v_hat, "v_hat", floating=True)
+    check_same_shape(z_t, v_hat, "z_t", "v_hat")
+    check_per_item(phi_t, "phi_t", z_t, "z_t")
+    check_per_item(phi_s, "phi_s", z_t, "z_t")
     delta = phi_t - phi_s
     return torch.cos(delta) * z_t - torch.sin(delta) * v_hat
 
@@ -75,6 +93,7 @@ def ddpm_step(z_t, prediction, alpha_t, sigma_t, alpha_s, sigma_s, prediction_ty
               noise: torch.Tensor | None = None, clip_x0: bool = False) -> torch.Tensor:
     """One ancestral step: a sample of q(z_s | z_t, x = x_hat). No noise is added when s is clean."""
     x_hat, _ = denoised_estimates(prediction, z_t, alpha_t, sigma_t, prediction_type, clip_x0)
+    _check_target_and_noise(z_t, alpha_s, sigma_s, noise)
     alpha_ts = alpha_t / alpha_s
     sigma_ts_sq = sigma_t**2 - alpha_ts**2 * sigma_s**2
     mean = (alpha_s * sigma_ts_sq / sigma_t**2) * x_hat + (alpha_ts * sigma_s**2 / sigma_t**2) * z_t
@@ -84,11 +103,52 @@ def ddpm_step(z_t, prediction, alpha_t, sigma_t, alpha_s, sigma_s, prediction_ty
     return mean + variance.sqrt() * noise
 
 
-def _check_times(times) -> torch.Tensor:
+def _check_target_and_noise(z_t, alpha_s, sigma_s, noise) -> None:
+    check_per_item(alpha_s, "alpha_s", z_t, "z_t")
+    check_per_item(sigma_s, "sigma_s", z_t, "z_t")
+    if noise is not None:
+        check_tensor(noise, "noise", floating=True)
+        check_same_shape(z_t, noise, "z_t", "noise")
+
+
+def _check_times(times, step_ends=None) -> torch.Tensor:
     check_tensor(times, "times", ndim=1, layout="(n_steps + 1,)", floating=True)
-    if times.numel() < 2 or not torch.all(times[1:] < times[:-1]):
-        raise ValueError(f"times must be strictly decreasing with at least 2 entries (t_0 > ... > t_n), got {times.tolist()}")
+    check_finite(times, "times")
+    if step_ends is None:
+        if times.numel() < 2 or not torch.all(times[1:] < times[:-1]):
+            raise ValueError(f"times must be strictly decreasing with at least 2 entries (t_0 > ... > t_n), got {times.tolist()}")
+        return times
+    # the model's times t_0 > ... > t_{n-1}; step i lands on step_ends[i] <= t_i, the last on t_n
+    n = times.numel() - 1
+    check_tensor(step_ends, "step_ends", ndim=1, layout=f"(n_steps,) = ({n},)", floating=True)
+    check_finite(step_ends, "step_ends")
+    if n < 1 or step_ends.numel() != n:
+        raise ValueError(f"step_ends must have one entry per step: {n} steps (len(times) - 1), got {step_ends.numel()}")
+    if not torch.all(times[1:-1] < times[:-2]) or not torch.all(step_ends <= times[:-1].to(step_ends)):
+        raise ValueError(f"times[:-1] must be strictly decreasing and each step_ends[i] <= times[i], got times "
+                         f"{times.tolist()} and step_ends {step_ends.tolist()}")
+    if step_ends[-1] != times[-1]:
+        raise ValueError(f"the last step must land on times[-1] = {times[-1].item()}, got step_ends[-1] = {step_ends[-1].item()}")
     return times
+
+
+def _check_eps_is_defined(schedule: NoiseSchedule, model_times: torch.Tensor, prediction_type: str) -> None:
+    """Refuse before the first model call what x = (z - sigma eps) / alpha would turn into NaN at alpha = 0."""
+    alpha, _ = schedule.alpha_sigma(model_times)
+    if prediction_type == "eps" and torch.any(alpha == 0):
+        t = model_times[alpha == 0][0].item()
+        raise ValueError(f"prediction_type='eps' at t = {t:.4g}, where alpha_t = 0 (zero terminal SNR, Lin et al. 2023): "
+                         "x = (z_t - sigma_t eps) / alpha_t is undefined there, as pure noise says nothing about x. "
+                         "Sample such a schedule with a v-prediction model, or start below the last timestep "
+                         "(e.g. timestep_spacing='leading')")
+
+
+def _check_prediction(prediction, z, t, index: int, steps: int) -> None:
+    if not isinstance(prediction, torch.Tensor) or prediction.shape != z.shape:
+        shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
+        raise ValueError(f"model_fn must return a prediction shaped like z {tuple(z.shape)}, got {shape}")
+    # a NaN here (fp16 overflow, a diverged model) would otherwise come out as a black or NaN sample
+    check_finite(prediction, f"model_fn's prediction at t = {float(t):.4g} (step {index + 1} of {steps})")
 
 
 def _scalars(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
@@ -99,30 +159,34 @@ def _scalars(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
 def sample(model_fn: ModelFn, z_start: torch.Tensor, schedule: NoiseSchedule, times: torch.Tensor, *,
            sampler: str = "ddim", prediction_type: str = "v", eta: float = 0.0,
            clip_x0: bool = False, generator: torch.Generator | None = None, progress: bool = True,
-           trajectory: list | None = None) -> torch.Tensor:
+           trajectory: list | None = None, step_ends: torch.Tensor | None = None) -> torch.Tensor:
     """Run a sampler from z_start at times[0] down to times[-1] (usually pure noise at 1 to data at 0).
 
     ``sampler`` is "ddim" (alpha/sigma form, any eta), "ddim_angular" (rotation form, eta = 0) or
     "ddpm". ``clip_x0`` clamps each x_hat to [-1, 1]. If ``trajectory`` is a list, every
-    intermediate z is appended to it.
+    intermediate z is appended to it. Step i goes from times[i] to times[i + 1], or to
+    ``step_ends[i]`` when given (diffusers' DDIMScheduler: see ``NoiseSchedule.ddim_times``).
     """
     check_image_or_video(z_start, "z_start")
-    times = _check_times(times)
+    check_finite(z_start, "z_start")
+    times = _check_times(times, step_ends)
+    ends = times[1:] if step_ends is None else step_ends
     check_prediction_type(prediction_type)
     check_in_range(eta, "eta", 0.0, 1.0)
     if sampler not in ("ddim", "ddim_angular", "ddpm"):
         raise ValueError(f"sampler must be 'ddim', 'ddim_angular' or 'ddpm', got {sampler!r}")
     if sampler == "ddim_angular" and eta != 0:
         raise ValueError("the angular DDIM form is the deterministic sampler: use eta=0 (or sampler='ddim')")
+    _check_eps_is_defined(schedule, times[:-1], prediction_type)
 
     z = z_start
     batch = z.shape[0]
-    for t, s in tqdm(list(zip(times[:-1], times[1:])), desc=sampler, disable=not progress):
+    steps = list(zip(times[:-1], ends))
+    for index, (t, s) in enumerate(tqdm(steps, desc=sampler, disable=not progress)):
         t_batch = t.to(z.dtype).expand(batch).to(z.device)
         with torch.no_grad():
             prediction = model_fn(z, t_batch)
-        if prediction.shape != z.shape:
-            raise ValueError(f"model_fn must return a prediction shaped like z {tuple(z.shape)}, got {tuple(prediction.shape)}")
+        _check_prediction(prediction, z, t, index, len(steps))
         alpha_t, sigma_t = _scalars(schedule, t, z)
         alpha_s, sigma_s = _scalars(schedule, s, z)
         needs_noise = sampler == "ddpm" or eta > 0
@@ -150,14 +214,17 @@ def ddim_invert(model_fn: ModelFn, x: torch.Tensor, schedule: NoiseSchedule, tim
     must be > 0 (eps = (z - alpha x) / sigma needs sigma > 0).
     """
     check_image_or_video(x, "x")
+    check_finite(x, "x")
     times = _check_times(times)
     check_prediction_type(prediction_type)
     z = x
     batch = z.shape[0]
     ascending = times.flip(0)
-    for s, t in tqdm(list(zip(ascending[:-1], ascending[1:])), desc="ddim inversion", disable=not progress):
+    steps = list(zip(ascending[:-1], ascending[1:]))
+    for index, (s, t) in enumerate(tqdm(steps, desc="ddim inversion", disable=not progress)):
         with torch.no_grad():
             prediction = model_fn(z, s.to(z.dtype).expand(batch).to(z.device))
+        _check_prediction(prediction, z, s, index, len(steps))
         alpha_s, sigma_s = _scalars(schedule, s, z)
         alpha_t, sigma_t = _scalars(schedule, t, z)
         x_hat, eps_hat = predictions_to_x0_eps(prediction, z, alpha_s, sigma_s, prediction_type)

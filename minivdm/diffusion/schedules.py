@@ -11,16 +11,24 @@ with continuous t in [0, 1]. A schedule is fully described by alpha_bar_t = alph
     log-SNR  lambda_t = log(alpha_t^2 / sigma_t^2)
     angle    phi_t    = arctan(sigma_t / alpha_t),   so  alpha_t = cos(phi_t), sigma_t = sin(phi_t)
 
-Two schedules share this interface:
+Two kinds of schedule share this interface:
 
 * ``CosineSchedule`` - continuous; the angle grows linearly in t, phi_t = a t + b, between the angles
   of a maximum and a minimum log-SNR (lambda = -2 log tan(a t + b), as in VDM and Imagen Video).
-* ``ScaledLinearSchedule`` - Stable Diffusion's discrete "scaled_linear" betas over 1000 integer
-  timesteps, exactly as diffusers computes them, so published checkpoints see the alphas they were
-  trained with.
+* ``DiscreteSchedule`` - DDPM's (Ho et al., 2020, arXiv:2006.11239) N discrete steps with variances
+  beta_1..beta_N, alpha_bar_k = prod_{i<=k} (1 - beta_i), exactly as diffusers computes them, so
+  published checkpoints see the alphas they were trained with. ``beta_schedule`` names how the betas
+  are laid out: "linear" (DDPM), "scaled_linear" (Stable Diffusion; ``ScaledLinearSchedule``) or
+  "squaredcos_cap_v2" (Nichol & Dhariwal, 2021, arXiv:2102.09672:
+  alpha_bar(t) = cos^2(((t + s) / (1 + s)) pi / 2), s = 0.008, each beta capped at 0.999).
+
+Zero terminal SNR (Lin, Liu, Li, Yang, 2023, "Common Diffusion Noise Schedules and Sample Steps are
+Flawed", arXiv:2305.08891, Algorithm 1) shifts and rescales sqrt(alpha_bar) so that alpha_bar_N = 0
+exactly while alpha_bar_1 is unchanged: the last timestep is pure noise, as sampling assumes.
 
 Integer timesteps k = 0..N-1 (what published checkpoints take) and continuous t meet at
-t = (k + 1) / N; t = 0 is clean data.
+t = (k + 1) / N; t = 0 is clean data. ``inference_timesteps`` picks the timesteps a sampler visits
+with one of the spacings of Lin et al.'s Table 2 ("leading", "trailing", "linspace").
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from minivdm.validation import check_positive_int
+from minivdm.validation import check_finite, check_positive_int, check_tensor
+
+
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 def _as_time_tensor(t) -> torch.Tensor:
@@ -43,6 +55,9 @@ def _as_time_tensor(t) -> torch.Tensor:
             f"t must be continuous time in [0, 1] (a floating tensor), got dtype {t.dtype}; "
             "for integer timesteps use schedule.t_from_timestep(k)"
         )
+    # NaN compares False with everything, so it would pass the range check and index a table anywhere
+    if not torch.isfinite(t).all():
+        raise ValueError(f"t must be finite times in [0, 1], got {t.tolist() if t.numel() < 20 else 'NaN/inf values'}")
     if t.numel() and (t.min() < 0 or t.max() > 1):
         raise ValueError(f"t must lie in [0, 1], got values in [{t.min().item():.4g}, {t.max().item():.4g}]")
     return t
@@ -89,16 +104,61 @@ class NoiseSchedule(ABC):
         t = _as_time_tensor(t)
         return torch.round(t.to(torch.float64) * self.num_train_timesteps - 1).long()
 
-    def inference_timesteps(self, num_steps: int, steps_offset: int = 0) -> torch.Tensor:
-        """Integer timesteps for a sampler, high to low, with diffusers' "leading" spacing.
+    def inference_timesteps(self, num_steps: int, steps_offset: int = 0, spacing: str = "leading") -> torch.Tensor:
+        """Integer timesteps for a sampler, high to low, spaced as diffusers' DDIMScheduler spaces them.
 
-        For 50 steps over 1000: 980, 960, ..., 20, 0 (+ steps_offset; Stable Diffusion uses 1).
+        With N = 1000 and 50 steps (Lin et al., Table 2):
+          "leading"  k_i = i floor(N / n) + steps_offset:   980, 960, ..., 20, 0 (+ 1 for Stable Diffusion)
+          "trailing" k_i = round(N - i N / n) - 1:            999, 979, ..., 39, 19  (starts at the last timestep)
+          "linspace" k_i = round(i (N - 1) / (n - 1)):       999, 979, 958, ..., 20, 0
+
+        For some step counts (61, 103, 121, ... of 1..1000) diffusers' "trailing" also yields an (n+1)-th
+        timestep, -1, which indexes its table from the end (pure noise); we return the n timesteps asked for.
+        ``steps_offset`` shifts only "leading" (diffusers' configs carry it for all three; its DDIM ignores
+        it for the other two, and so do we).
         """
         check_positive_int(num_steps, "num_steps")
-        if num_steps > self.num_train_timesteps:
-            raise ValueError(f"num_steps must be <= num_train_timesteps ({self.num_train_timesteps}), got {num_steps}")
-        step_ratio = self.num_train_timesteps // num_steps
-        return (torch.arange(num_steps) * step_ratio).flip(0) + steps_offset
+        if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
+            raise ValueError(f"steps_offset must be an int >= 0, got {steps_offset!r}")
+        n, N = num_steps, self.num_train_timesteps
+        if n > N:
+            raise ValueError(f"num_steps must be <= num_train_timesteps ({N}), got {n}")
+        if spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
+        i = torch.arange(n, dtype=torch.float64)
+        if spacing == "leading":
+            timesteps = (i * (N // n)).long().flip(0) + steps_offset
+        elif spacing == "trailing":
+            # intervals N/n wide, each represented by its last timestep: the first step is the noisiest one.
+            # The stride is (N - N/n) - N, not -N/n: numpy's arange steps so, and ties at .5 then round as in diffusers
+            stride = (N - N / n) - N
+            timesteps = torch.round(N + i * stride).long() - 1
+        else:
+            timesteps = torch.round(i * ((N - 1) / max(n - 1, 1))).long().flip(0)
+        if timesteps.max() >= N:
+            raise ValueError(f"{n} steps with steps_offset={steps_offset} would start at timestep {timesteps.max().item()}, "
+                             f"past the last trained timestep {N - 1}: lower steps_offset or num_steps")
+        return timesteps
+
+    def ddim_times(self, num_steps: int, spacing: str = "leading", steps_offset: int = 0,
+                   set_alpha_to_one: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(times, step_ends) of diffusers' DDIMScheduler, for ``sample(..., times, step_ends=step_ends)``.
+
+        ``times`` are the n times the model is evaluated at (``inference_timesteps``), then the time the
+        last step lands on; ``step_ends[i]`` is where step i lands. diffusers lands every step
+        floor(N / n) timesteps below the one it started from, which is the next evaluated timestep only
+        when the spacing is uniform in integers ("leading", or "trailing" with n dividing N); otherwise
+        (e.g. "linspace", 10 steps: evaluated at 999, 888, ... but landing at 899, 788, ...) the next
+        step starts from a z one or more timesteps off its nominal time, and we do the same. A step
+        that would land below timestep 0 lands on clean data (t = 0) when ``set_alpha_to_one``,
+        otherwise on timestep 0 (t = 1/N), as Stable Diffusion's config asks.
+        """
+        timesteps = self.inference_timesteps(num_steps, steps_offset, spacing)
+        final = torch.tensor(0.0 if set_alpha_to_one else 1.0 / self.num_train_timesteps, dtype=torch.float64)
+        landing = timesteps - self.num_train_timesteps // num_steps
+        step_ends = torch.where(landing >= 0, self.t_from_timestep(landing.clamp(min=0)), final)
+        times = torch.cat([self.t_from_timestep(timesteps), step_ends[-1:]])
+        return times, step_ends
 
     def uniform_times(self, num_steps: int) -> torch.Tensor:
         """Times 1 = t_0 > t_1 > ... > t_n = 0 for a from-scratch sampler: n steps need n + 1 times."""
@@ -106,7 +166,7 @@ class NoiseSchedule(ABC):
         return torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
 
     def leading_times(self, num_steps: int, steps_offset: int = 0, set_alpha_to_one: bool = True) -> torch.Tensor:
-        """The continuous times of ``inference_timesteps``, then the final time the last step lands on.
+        """The continuous times of "leading" ``inference_timesteps``, then the final time the last step lands on.
 
         As in diffusers' DDIMScheduler: the last step goes to clean data (t = 0) when
         ``set_alpha_to_one``, otherwise to timestep 0 (t = 1/N), as Stable Diffusion's config asks.
@@ -151,21 +211,73 @@ class CosineSchedule(NoiseSchedule):
         return f"CosineSchedule(logsnr_max={self.logsnr_max}, logsnr_min={self.logsnr_min})"
 
 
-class ScaledLinearSchedule(NoiseSchedule):
-    """Stable Diffusion's schedule: beta_k = (linspace(sqrt(beta_start), sqrt(beta_end), N)_k)^2.
+def betas_for_schedule(beta_schedule: str, beta_start: float, beta_end: float, num_train_timesteps: int) -> torch.Tensor:
+    """beta_1..beta_N (float32) for a named layout, with diffusers' dtype and order of operations, so
+    that the alphas match a published checkpoint's bit for bit."""
+    check_positive_int(num_train_timesteps, "num_train_timesteps")
+    N = num_train_timesteps
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, N, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":
+        # linear in sqrt(beta): Stable Diffusion's (latent diffusion's) schedule
+        return torch.linspace(beta_start**0.5, beta_end**0.5, N, dtype=torch.float32) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+        # beta_k = 1 - alpha_bar(k / N) / alpha_bar((k - 1) / N), in float64 then rounded once; the cap keeps
+        # the last beta below 1 (alpha_bar(1) is ~1e-33, not 0)
+        def alpha_bar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
-    alpha_bar_k = prod_{i<=k} (1 - beta_i). Between grid points alpha_bar is interpolated linearly in
-    k, with alpha_bar = 1 at k = -1 (t = 0).
+        return torch.tensor([min(1 - alpha_bar((k + 1) / N) / alpha_bar(k / N), 0.999) for k in range(N)],
+                            dtype=torch.float32)
+    raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2023), Algorithm 1: betas whose alpha_bar_N is exactly 0 and alpha_bar_1 unchanged.
+
+    sqrt(alpha_bar) is shifted down by its last value, then scaled back up so its first value is kept;
+    the betas are read back off the new cumulative product.
+    """
+    sqrt_alpha_bar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
+    sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
+    alpha_bar = sqrt_alpha_bar**2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1 - alphas
+
+
+class DiscreteSchedule(NoiseSchedule):
+    """DDPM's discrete schedule: alpha_bar_k = prod_{i<=k} (1 - beta_i) for timesteps k = 0..N-1.
+
+    Between grid points alpha_bar is interpolated linearly in k, with alpha_bar = 1 at k = -1 (t = 0).
+    ``betas`` is any 1-d tensor of N values in [0, 1] (a checkpoint's ``trained_betas``); use
+    ``from_beta_schedule`` for the named layouts.
     """
 
-    def __init__(self, beta_start: float = 0.00085, beta_end: float = 0.012, num_train_timesteps: int = 1000):
-        super().__init__(num_train_timesteps)
-        if not 0 < beta_start < beta_end < 1:
-            raise ValueError(f"need 0 < beta_start < beta_end < 1, got {beta_start} and {beta_end}")
-        self.beta_start, self.beta_end = beta_start, beta_end
+    def __init__(self, betas: torch.Tensor, description: str = "trained_betas"):
+        check_tensor(betas, "betas", ndim=1, layout="(N,)", floating=True)
+        check_finite(betas, "betas")
+        if betas.numel() == 0 or betas.min() < 0 or betas.max() > 1:
+            raise ValueError(f"betas must be N >= 1 values in [0, 1], got {betas.numel()} values in "
+                             f"[{betas.min().item() if betas.numel() else 0:.4g}, {betas.max().item() if betas.numel() else 0:.4g}]")
+        super().__init__(betas.numel())
         # float32 and this exact order of operations, as in diffusers, so that the alphas match bit for bit
-        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
-        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        self.betas = betas.to(torch.float32)
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
+        if torch.any(self.alphas_cumprod[:-1] <= 0):
+            raise ValueError("betas reach alpha_bar = 0 before the last timestep: only the final timestep may be pure noise")
+        self.description = description
+
+    @classmethod
+    def from_beta_schedule(cls, beta_schedule: str = "scaled_linear", beta_start: float = 0.00085, beta_end: float = 0.012,
+                           num_train_timesteps: int = 1000, rescale_betas_zero_snr: bool = False) -> "DiscreteSchedule":
+        if not 0 <= beta_start <= beta_end <= 1:
+            raise ValueError(f"need 0 <= beta_start <= beta_end <= 1, got {beta_start} and {beta_end}")
+        betas = betas_for_schedule(beta_schedule, beta_start, beta_end, num_train_timesteps)
+        if rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        description = f"{beta_schedule}, beta_start={beta_start}, beta_end={beta_end}, N={num_train_timesteps}"
+        return cls(betas, description + (", zero terminal SNR" if rescale_betas_zero_snr else ""))
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         grid = torch.cat([torch.ones(1), self.alphas_cumprod])  # index 0 is k = -1
@@ -176,6 +288,19 @@ class ScaledLinearSchedule(NoiseSchedule):
         high = (low + 1).clamp(max=self.num_train_timesteps)
         weight = (position - low).to(torch.float32)
         return (grid[low] * (1 - weight) + grid[high] * weight).to(t.dtype)
+
+    def __repr__(self) -> str:
+        return f"DiscreteSchedule({self.description})"
+
+
+class ScaledLinearSchedule(DiscreteSchedule):
+    """Stable Diffusion's schedule: beta_k = (linspace(sqrt(beta_start), sqrt(beta_end), N)_k)^2."""
+
+    def __init__(self, beta_start: float = 0.00085, beta_end: float = 0.012, num_train_timesteps: int = 1000):
+        if not 0 < beta_start < beta_end < 1:
+            raise ValueError(f"need 0 < beta_start < beta_end < 1, got {beta_start} and {beta_end}")
+        self.beta_start, self.beta_end = beta_start, beta_end
+        super().__init__(betas_for_schedule("scaled_linear", beta_start, beta_end, num_train_timesteps), "scaled_linear")
 
     def __repr__(self) -> str:
         return f"ScaledLinearSchedule(beta_start={self.beta_start}, beta_end={self.beta_end}, N={self.num_train_timesteps})"

@@ -18,32 +18,35 @@ from pathlib import Path
 
 import torch
 
-from minivdm.diffusion import ScaledLinearSchedule, guided_model, sample
+from minivdm.diffusion import DiscreteSchedule, guided_model, sample
+from minivdm.diffusion.scheduler_config import read_scheduler_config
 from minivdm.models.unet_2d_condition import UNet2DConditionModel
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """What a checkpoint's scheduler/scheduler_config.json fixes about sampling."""
+    """What a checkpoint's scheduler/scheduler_config.json fixes about sampling with our DDIM.
 
-    schedule: ScaledLinearSchedule
+    ``from_scheduler_config`` honours or refuses every key by name (``minivdm.diffusion.scheduler_config``);
+    whatever sampler the config names, minivdm samples with DDIM and retraces diffusers' DDIMScheduler.
+    """
+
+    schedule: DiscreteSchedule
     prediction_type: str = "eps"
     steps_offset: int = 0
     set_alpha_to_one: bool = True
+    timestep_spacing: str = "leading"
 
     @classmethod
     def from_scheduler_config(cls, config: dict) -> "SamplerSettings":
-        if config.get("beta_schedule", "scaled_linear") != "scaled_linear":
-            raise ValueError(f"only the scaled_linear beta schedule is supported, got {config['beta_schedule']!r}")
-        if config.get("clip_sample", False):
-            raise ValueError("scheduler config has clip_sample=true; Stable Diffusion checkpoints ship clip_sample=false")
-        prediction = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}[config.get("prediction_type", "epsilon")]
-        schedule = ScaledLinearSchedule(config.get("beta_start", 0.00085), config.get("beta_end", 0.012),
-                                        config.get("num_train_timesteps", 1000))
-        return cls(schedule, prediction, config.get("steps_offset", 0), config.get("set_alpha_to_one", True))
+        return cls(**read_scheduler_config(config))
+
+    def times_and_step_ends(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(times, step_ends) for ``sample``: where diffusers' DDIMScheduler evaluates and lands each step."""
+        return self.schedule.ddim_times(num_steps, self.timestep_spacing, self.steps_offset, self.set_alpha_to_one)
 
     def times(self, num_steps: int) -> torch.Tensor:
-        return self.schedule.leading_times(num_steps, self.steps_offset, self.set_alpha_to_one)
+        return self.times_and_step_ends(num_steps)[0]
 
 
 def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
@@ -77,7 +80,8 @@ def sample_latents(unet, settings: SamplerSettings, condition: torch.Tensor, nul
             return unet_in_continuous_time(z_t, t, condition)
 
     z_T = torch.randn(shape, generator=generator, dtype=dtype).to(device)
-    return sample(model_fn, z_T, settings.schedule, settings.times(num_steps), sampler="ddim",
+    times, step_ends = settings.times_and_step_ends(num_steps)
+    return sample(model_fn, z_T, settings.schedule, times, step_ends=step_ends, sampler="ddim",
                   prediction_type=settings.prediction_type, progress=progress)
 
 
