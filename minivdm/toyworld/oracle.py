@@ -8,16 +8,36 @@ world is simple enough to be read back pixel by pixel:
    (no 4-neighbour with the same label) are dropped, so noise does not make speckle objects.
 2. **Objects.** Each palette colour that covers at least 1% of a frame is one seen object (the toy
    world never draws two objects in the same colour).
-3. **Shape.** In the frame where the object is largest (least occluded): a triangle (apex up) has
-   about a third as much area above its middle row as below it; otherwise the fill ratio of the
-   mask in its bounding box tells a square (~1) from a circle (pi/4 ~ 0.79).
+3. **Shape.** Read on a soft mask, so anti-aliased or blurred edges do not change the answer: each
+   pixel near the object (within 2 px of its labelled pixels, and not labelled as another object)
+   covers it by the fraction alpha in [0, 1] that puts the pixel's colour on the line from the
+   background to the object's colour. From the row sums R(y) and column sums C(x) of alpha, and the
+   area A = sum(alpha): a triangle (apex up) has most of its area low down, a row profile skewed
+   upwards (skewness ~ -0.57, circles and squares ~ 0); otherwise the fill ratio A / (max R * max C)
+   tells a square (1) from a circle (pi/4 ~ 0.79), with R and C first averaged over 3 neighbouring
+   rows or columns so that noise does not inflate their maxima. Soft sums are unchanged by blur (it
+   moves alpha around without creating or losing any), where a hard mask loses a square's corners.
+   The shape is read in every frame where the object is fully in view (it does not touch the frame
+   border, no other object comes within 3 px of it, and it keeps at least half its largest area);
+   the majority reading is the object's shape (ties go to the largest such frame), and
+   ``shape_agreement`` is the fraction of those frames that agree with it. With no such frame, the
+   frame where it is largest is read.
 4. **Motion.** A least-squares line through the centroid trajectory; below 0.5 px/frame (at size 32)
    it is "still", otherwise the dominant axis gives left/right/up/down (y grows downwards). A single
    frame (T = 1) has no motion: it reads as "unknown" and scores skip it.
 5. **Temporal consistency.** An object is consistent when it is seen in every frame, its area varies
    by less than 40% (the pixel grid alone moves a small triangle's area by up to ~35%), its
-   per-frame colour stays within 0.1 of its mean, and its centroid stays within 2 px of a straight
-   line at constant speed (shuffled frames break the last rule).
+   per-frame colour stays within 0.1 of its mean, its centroid stays within 2 px of a straight
+   line at constant speed (shuffled frames break this rule), and every frame where it is fully in
+   view reads the same shape (a circle turning into a square breaks this one).
+
+Inputs must hold values in [-1, 1], the toy world's range; values beyond it are clamped before reading.
+Refused, since they would silently read as nothing: non-finite values; values beyond -2 or 2 (frames in
+[0, 255]; unclamped model samples overshoot far less, 0.4 measured); and videos in [0, 1], recognised by
+having no negative value while at least a quarter of their pixels sit at the background grey
+(0.15, 0.15, 0.15) taken at face value. A real [-1, 1] video with no negative value cannot show any palette
+colour or the background (each has a channel at 0.15 or below in [0, 1] units, -0.7 in [-1, 1]), so this
+refusal never costs a readable video.
 
 Scores compare what is seen with what was prompted; colours, errors and flicker are in RGB [0, 1].
 """
@@ -42,13 +62,24 @@ UNKNOWN_LABEL = -1
 # Half the smallest distance between two palette colours (0.65): beyond it a pixel is not trusted.
 MAX_COLOUR_DISTANCE = 0.33
 MIN_AREA_FRACTION = 0.01          # of the frame, for a colour to count as an object in that frame
-TRIANGLE_MAX_TOP_BOTTOM = 0.6     # area above / below the middle row: triangle ~1/3, others ~1
-SQUARE_MIN_FILL = 0.92            # fill ratio of the bounding box: square ~1, circle ~0.79
+COVERAGE_REACH = 2                # px around an object's labelled pixels where soft coverage is summed
+TRIANGLE_MAX_SKEW = -0.3          # skewness of the row profile: triangle ~-0.57, circle and square ~0
+SQUARE_MIN_FILL = 0.94            # A / (max R * max C): square 1, circle pi/4 (<= 0.90 drawn at radius 5)
+OCCLUSION_REACH = 3               # px: a frame with another object this close may hide part of it
+FULL_VIEW_MIN_AREA = 0.5          # of the object's largest area, for a frame to count as fully in view
+MIN_SHAPE_AGREEMENT = 1.0         # consistency: fraction of fully visible frames reading the majority shape
 STILL_SPEED = 0.5                 # px/frame at size 32; scaled with the frame width
 MAX_AREA_CHANGE = 0.4             # consistency: (max - min) / max area over frames
 MAX_COLOUR_DRIFT = 0.1            # consistency: per-frame mean colour vs the object's mean colour
 MAX_PATH_RESIDUAL = 2.0           # consistency: px (at size 32) from a constant-velocity line
 READ_CHUNK = 64                   # videos read at a time
+# Unclamped model samples overshoot [-1, 1] by up to ~0.4 (reconstruction-guided extension, w_r = 5);
+# frames in [0, 255] go far beyond.
+RANGE_TOLERANCE = 1.0
+# A video with no value below 0 and this much of it within GREY_MATCH_DISTANCE of BACKGROUND is a [0, 1]
+# toy-world video: at least half of every toy-world frame is background.
+GREY_MATCH_DISTANCE = 0.1
+MIN_GREY_FRACTION = 0.25
 
 
 @dataclass
@@ -60,8 +91,9 @@ class SeenObject:
     mean_rgb: tuple[float, float, float]  # measured mean colour of its pixels, [0, 1]
     colour_error: float                  # L2 distance of mean_rgb to PALETTE[colour]
     area: Tensor                         # (T,) pixel count per frame
-    fill_ratio: float                    # area / bounding-box area in its largest frame
-    consistent: bool                     # identity, size, colour and path stable over the frames
+    fill_ratio: float                    # soft area / (widest row * tallest column), largest full view
+    consistent: bool                     # identity, size, colour, path and shape stable over the frames
+    shape_agreement: float = 1.0         # fraction of fully visible frames whose shape reading is ``shape``
 
     def as_tuple(self) -> tuple[str, str, str]:
         return (self.colour, self.shape, self.motion)
@@ -74,7 +106,30 @@ def _as_video_batch(video) -> Tensor:
     if video.shape[1] != 3:
         raise ValueError(f"video must be RGB {VIDEO_LAYOUT} with C = 3 (or one video (3, T, H, W)), "
                          f"got shape {tuple(video.shape)}")
+    _check_value_range(video)
     return video
+
+
+def _check_value_range(video: Tensor) -> None:
+    """Refuse videos that are not in [-1, 1]: read as [-1, 1] they would silently show nothing."""
+    values = video.detach()
+    if not torch.isfinite(values).all():
+        raise ValueError("video must hold finite values in [-1, 1], got nan or inf")
+    if values.numel() == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    how = ("convert uint8 frames with video / 127.5 - 1, frames in [0, 1] with video * 2 - 1, "
+           "and clamp model samples with video.clamp(-1, 1)")
+    if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise ValueError(f"video must hold values in [-1, 1] (got min {low:.4g}, max {high:.4g}): {how}")
+    if low >= 0:
+        # No negative value at all: a [0, 1] video shows the background grey at its face value.
+        rgb = rearrange(values.float(), "b c t h w -> (b t h w) c")
+        at_grey = (rgb - torch.tensor(BACKGROUND)).norm(dim=-1) <= GREY_MATCH_DISTANCE
+        if float(at_grey.float().mean()) >= MIN_GREY_FRACTION:
+            raise ValueError(f"video must hold values in [-1, 1] (got min {low:.4g}, max {high:.4g}, and "
+                             f"{float(at_grey.float().mean()):.0%} of pixels at the background grey "
+                             f"{BACKGROUND} of [0, 1] frames): {how}")
 
 
 def label_pixels(rgb: Tensor) -> Tensor:
@@ -120,10 +175,73 @@ def _motion_name(velocity: Tensor, still_speed: float) -> str:
     return "down" if vy > 0 else "up"
 
 
-def _shape_name(fill: float, top_bottom: float) -> str:
-    if top_bottom < TRIANGLE_MAX_TOP_BOTTOM:
-        return "triangle"
-    return "square" if fill >= SQUARE_MIN_FILL else "circle"
+def soft_coverage(rgb: Tensor, labels: Tensor) -> Tensor:
+    """(B, 3, T, H, W) colours in [0, 1] and their labels -> (B, K, T, H, W) coverage alpha in [0, 1] of each
+    palette colour: alpha_k = <p - background, c_k - background> / |c_k - background|^2, clamped, kept within
+    COVERAGE_REACH px of the pixels labelled k and zero on pixels labelled as another palette colour."""
+    background = torch.tensor(BACKGROUND, dtype=rgb.dtype)
+    towards = torch.tensor(list(PALETTE.values()), dtype=rgb.dtype) - background        # (K, 3)
+    offset = rearrange(rgb, "b c t h w -> b t h w c") - background
+    alpha = (offset @ towards.T / (towards**2).sum(-1)).clamp(0, 1)                     # (B, T, H, W, K)
+    alpha = rearrange(alpha, "b t h w k -> b k t h w")
+    colours = torch.arange(len(COLOURS))[None, :, None, None, None]
+    own = labels[:, None] == colours                                                    # (B, K, T, H, W)
+    other_object = (labels[:, None] >= 0) & (labels[:, None] < len(COLOURS)) & ~own
+    near = _dilate(own, COVERAGE_REACH)
+    return alpha * (near & ~other_object)
+
+
+def _dilate(masks: Tensor, reach: int) -> Tensor:
+    """(..., H, W) bool -> pixels within ``reach`` px (chessboard distance) of a True pixel."""
+    frames = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    grown = torch.nn.functional.max_pool2d(frames, 2 * reach + 1, stride=1, padding=reach)
+    return grown.reshape(masks.shape) > 0
+
+
+def _mean_of_3(profile: Tensor) -> Tensor:
+    """(..., L) -> the mean of each entry and its two neighbours (zero beyond the ends)."""
+    padded = torch.nn.functional.pad(profile, (1, 1))
+    return (padded[..., :-2] + padded[..., 1:-1] + padded[..., 2:]) / 3
+
+
+def _read_shapes(rgb: Tensor, labels: Tensor, masks: Tensor, area: Tensor,
+                 present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Shape index into SHAPES (B, K), agreement of the fully visible frames (B, K) and fill ratio (B, K)."""
+    alpha = soft_coverage(rgb, labels)                                           # (B, K, T, H, W)
+    rows, cols = alpha.sum(-1), alpha.sum(-2)                                    # (B, K, T, H), (B, K, T, W)
+    soft_area = rows.sum(-1)                                                     # (B, K, T)
+    # The widest row of a noisy square is wider than the square; a mean over 3 neighbours tames that.
+    fill = soft_area / (_mean_of_3(rows).amax(-1) * _mean_of_3(cols).amax(-1)).clamp(min=1e-6)
+    # Skewness of the row profile: a triangle (apex up) puts 3/4 of its area in its lower half.
+    y = torch.arange(rows.shape[-1], dtype=rows.dtype)
+    safe_area = soft_area.clamp(min=1e-6)[..., None]
+    y_mean = (rows * y).sum(-1, keepdim=True) / safe_area
+    variance = (rows * (y - y_mean) ** 2).sum(-1) / safe_area[..., 0]
+    skew = (rows * (y - y_mean) ** 3).sum(-1) / safe_area[..., 0] / variance.clamp(min=1e-6) ** 1.5
+    circle, square, triangle = (SHAPES.index(name) for name in ("circle", "square", "triangle"))
+    reading = torch.where(skew < TRIANGLE_MAX_SKEW, triangle,
+                          torch.where(fill >= SQUARE_MIN_FILL, square, circle))        # (B, K, T)
+
+    # Fully in view: off the border, clear of other objects, and not mostly hidden.
+    on_border = (masks[..., 0, :].any(-1) | masks[..., -1, :].any(-1)
+                 | masks[..., :, 0].any(-1) | masks[..., :, -1].any(-1))
+    colours = torch.arange(len(COLOURS))[None, :, None, None, None]
+    other_object = (labels[:, None] >= 0) & (labels[:, None] < len(COLOURS)) & (labels[:, None] != colours)
+    touches_other = (_dilate(masks, OCCLUSION_REACH) & other_object).any((-1, -2))
+    large = area >= FULL_VIEW_MIN_AREA * area.amax(-1, keepdim=True)
+    full_view = present & ~on_border & ~touches_other & large                    # (B, K, T)
+    # With no such frame, fall back on the frame where the object is largest.
+    full_view = full_view | (~full_view.any(-1, keepdim=True)
+                             & (torch.arange(area.shape[-1]) == area.argmax(-1, keepdim=True)))
+    largest_full = torch.where(full_view, area, -1).argmax(-1, keepdim=True)      # (B, K, 1)
+
+    votes = torch.nn.functional.one_hot(reading, len(SHAPES)) * full_view[..., None]   # (B, K, T, 3)
+    counts = votes.sum(2).float()                                                # (B, K, 3)
+    tie_break = torch.nn.functional.one_hot(torch.gather(reading, 2, largest_full)[..., 0], len(SHAPES))
+    shape = (counts + 0.5 * tie_break).argmax(-1)                                # (B, K)
+    agreement = counts.amax(-1) / counts.sum(-1).clamp(min=1)
+    fill_largest = torch.gather(fill, 2, largest_full)[..., 0]
+    return shape, agreement, fill_largest
 
 
 @torch.no_grad()
@@ -137,7 +255,8 @@ def read_video(video: Tensor) -> list[list[SeenObject]]:
     # Chunks keep the (B, 6 colours, T, H, W) masks small for big batches.
     results = []
     for chunk in video.detach().cpu().split(READ_CHUNK):
-        results.extend(_read_chunk((chunk.float() + 1) / 2))
+        # Overshooting samples are clamped: a clamped colour is never farther from a true colour.
+        results.extend(_read_chunk(((chunk.float() + 1) / 2).clamp(0, 1)))
     return results
 
 
@@ -175,24 +294,7 @@ def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
                               (weights * xs).sum((-1, -2)) / safe_area], dim=-1)  # (B, K, T, 2)
     trajectory[~present] = float("nan")
 
-    # Shape from the bounding box in the frame where the object is largest.
-    best = area.argmax(-1)                                                       # (B, K)
-    best_mask = torch.gather(masks, 2, best[:, :, None, None, None].expand(-1, -1, 1, height, width))[:, :, 0]
-    rows, cols = best_mask.any(-1), best_mask.any(-2)                            # (B, K, H), (B, K, W)
-    row_idx, col_idx = torch.arange(height), torch.arange(width)
-    y_min = torch.where(rows, row_idx, height).amin(-1)
-    y_max = torch.where(rows, row_idx, -1).amax(-1)
-    x_min = torch.where(cols, col_idx, width).amin(-1)
-    x_max = torch.where(cols, col_idx, -1).amax(-1)
-    box_area = ((y_max - y_min + 1) * (x_max - x_min + 1)).clamp(min=1)
-    fill = torch.gather(area, 2, best[..., None])[..., 0].float() / box_area.float()
-    # A triangle (apex up) has 1/4 of its area above its middle row and 3/4 below; circles and squares
-    # are balanced. This survives blur, which rounds corners and so blurs the fill ratios together.
-    row_area = best_mask.sum(-1).float()                                         # (B, K, H)
-    middle = ((y_min + y_max).float() / 2)[..., None]
-    top = (row_area * (row_idx < middle)).sum(-1)
-    bottom = (row_area * (row_idx > middle)).sum(-1)
-    top_bottom = top / bottom.clamp(min=1)
+    shape, shape_agreement, fill = _read_shapes(rgb, labels, masks, area, present)
 
     # Colour: mean over all the object's pixels, and per frame for the drift test.
     pixel_sum = torch.einsum("bcthw,bkthw->bktc", rgb, weights)                  # (B, K, T, 3)
@@ -206,7 +308,7 @@ def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
     velocity, residual = _line_fit(trajectory, present)
     area_change = (area.amax(-1) - area.amin(-1)).float() / area.amax(-1).clamp(min=1).float()
     consistent = (present.all(-1) & (area_change <= MAX_AREA_CHANGE) & (drift <= MAX_COLOUR_DRIFT)
-                  & (residual <= MAX_PATH_RESIDUAL * scale))
+                  & (residual <= MAX_PATH_RESIDUAL * scale) & (shape_agreement >= MIN_SHAPE_AGREEMENT))
 
     results = []
     for b in range(batch):
@@ -214,7 +316,7 @@ def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
         for k in torch.nonzero(seen[b]).flatten().tolist():
             objects.append(SeenObject(
                 colour=COLOURS[k],
-                shape=_shape_name(float(fill[b, k]), float(top_bottom[b, k])),
+                shape=SHAPES[int(shape[b, k])],
                 motion=_motion_name(velocity[b, k], STILL_SPEED * scale) if frames > 1 else "unknown",
                 trajectory=trajectory[b, k].float(),
                 mean_rgb=tuple(float(v) for v in mean_rgb[b, k]),
@@ -222,6 +324,7 @@ def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
                 area=area[b, k],
                 fill_ratio=float(fill[b, k]),
                 consistent=bool(consistent[b, k]),
+                shape_agreement=float(shape_agreement[b, k]),
             ))
         results.append(objects)
     return results
