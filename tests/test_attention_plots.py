@@ -24,7 +24,7 @@ def _temporal_layer(seed: int = 0) -> TemporalAttention:
     layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=3).eval()
     with torch.no_grad():  # the output projection and biases start at zero: randomise them so every path acts
         layer.attention.to_out[0].weight.normal_(0.0, 0.3)
-        layer.relative_position.relative_attention_bias.normal_()
+        layer.bias_b.table.normal_()
     return layer
 
 
@@ -112,7 +112,7 @@ def test_figures_have_titles_and_labels():
     assert figure.axes[0].get_xlabel() and figure.axes[0].get_ylabel()
     layer = _temporal_layer()
     weights = temporal_attention_weights(layer, torch.randn(FRAMES, 8, 2, 2), FRAMES)
-    figure = plot_temporal_attention(weights[0, 0, 0, 1], layer.relative_position.relative_attention_bias, 1, title="t")
+    figure = plot_temporal_attention(weights[0, 0, 0, 1], layer.bias_b.table, 1, title="t")
     assert all(axis.get_title() and axis.get_xlabel() and axis.get_ylabel() for axis in figure.axes[:2])
     changes = {"masked": torch.tensor([0, 0, 0, 1.0, 0])}
     figure = plot_frame_mask(joint_video_image_mask(FRAMES, 2), changes, 2, title="m")

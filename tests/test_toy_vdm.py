@@ -11,6 +11,8 @@ from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR
 from minivdm.toy.vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_FRAMES, TOY_VDM_IMAGES_PER_CLIP, WORD_EMBEDDINGS,
                              load_toy_vdm, sample_toy_videos)
 
+RELATIVE_TABLES = ("bias_b.table", "key_offsets_a.table", "value_offsets_r.table")  # TemporalAttention's b, a, r
+
 
 def test_train_vdm_command_writes_a_folder_that_loads_and_samples(tmp_path):
     out = tmp_path / "vdm"
@@ -64,7 +66,7 @@ def test_first_stage_starts_from_the_image_model_and_learns_only_time_at_first(m
 
     captured = {}
 
-    def capture(model, next_batch, loss_fn, config, checkpoint_dir):
+    def capture(model, next_batch, loss_fn, config, checkpoint_dir, **options):
         captured["model"] = model
         raise KeyboardInterrupt
 
@@ -80,7 +82,8 @@ def test_first_stage_starts_from_the_image_model_and_learns_only_time_at_first(m
     assert all(torch.equal(text_state[name], w) for name, w in image_model.text_encoder.state_dict().items())
     video_only = [name for name in video_state if name not in image_model.unet.state_dict()]
     assert video_only and all(".temporal_attentions." in name or name.startswith("text_embedding.") for name in video_only)
-    assert all(not video_state[name].any() for name in video_only if "relative_" in name or "_embedding." in name)
+    assert all(not video_state[name].any() for name in video_only
+               if name.endswith(RELATIVE_TABLES) or "_embedding." in name)
     with pytest.raises(KeyboardInterrupt):  # the option to start from random weights
         toy_vdm.train_toy_vdm("unused", dataset_size=8, image_model=None)
     assert not torch.equal(captured["model"].vdm.conv_in.weight, image_model.unet.conv_in.weight)
@@ -91,7 +94,7 @@ def test_a_training_batch_is_clips_then_captioned_still_images(monkeypatch):
 
     captured = {}
 
-    def capture(model, next_batch, loss_fn, config, checkpoint_dir):
+    def capture(model, next_batch, loss_fn, config, checkpoint_dir, **options):
         batch = next_batch(0, torch.Generator().manual_seed(0))
         captured["batch"] = batch
         captured["loss"] = loss_fn(model, batch, None)
@@ -130,7 +133,7 @@ def test_adding_the_text_modulation_keeps_the_function():
     model = VDMUNet(TINY_VDM).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.startswith("conv_out") or "attention.to_out" in name or "relative_" in name:
+            if name.startswith("conv_out") or "attention.to_out" in name or name.endswith(RELATIVE_TABLES):
                 parameter.normal_(0.0, 0.3)
     grown = _with_temporal_text_modulation(model).eval()
     assert grown.config.temporal_text_modulation
@@ -139,6 +142,54 @@ def test_adding_the_text_modulation_keeps_the_function():
         torch.testing.assert_close(grown(z_t, torch.tensor([1.0]), context), model(z_t, torch.tensor([1.0]), context))
         grown.mid_block.temporal_attentions[0].modulation.weight.normal_()
         assert (grown(z_t, torch.tensor([1.0]), context) - model(z_t, torch.tensor([1.0]), context)).abs().max() > 1e-4
+
+
+def _renamed(key: str, names: dict[str, str]) -> str:
+    """``key`` with its ending replaced as ``names`` says (new ending -> old ending)."""
+    for new, old in names.items():
+        if key.endswith("." + new):
+            return key[:-len(new)] + old
+    return key
+
+
+def test_weights_with_the_earlier_names_of_the_relative_tables_load_as_the_same_function():
+    from minivdm.configs.vdm import TINY_VDM
+    from minivdm.models.vdm_unet import VDMUNet
+    from minivdm.toy.vdm import _upgrade_older_weights
+
+    torch.manual_seed(0)
+    model = VDMUNet(TINY_VDM).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if (name.startswith(("conv_out", "text_embedding.")) or name.endswith(RELATIVE_TABLES)
+                    or "attention.to_out" in name):
+                parameter.normal_(0.0, 0.3)
+    # before the tables were named after the equation's b, a and r (the shipped toy VDM until then)
+    earlier_names = {"bias_b.table": "relative_position.relative_attention_bias",
+                     "key_offsets_a.table": "relative_keys.embedding",
+                     "value_offsets_r.table": "relative_values.embedding"}
+    older = {_renamed(key, earlier_names): value for key, value in model.state_dict().items()}
+    assert sum(key.endswith(tuple(earlier_names.values())) for key in older) == 3 * 7  # 7 temporal attentions
+    loaded = VDMUNet(TINY_VDM).eval()
+    with pytest.raises(RuntimeError, match="relative_attention_bias"):  # the new model does not take the old names
+        loaded.load_state_dict(older)
+    loaded.load_state_dict(_upgrade_older_weights(older, loaded), strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    z_t, context = torch.randn(1, 3, 4, 32, 32), torch.randn(1, 16, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(z_t, torch.tensor([0.7]), context), model(z_t, torch.tensor([0.7]), context))
+
+
+def test_the_shipped_toy_vdm_uses_the_names_of_the_equation():
+    from safetensors import safe_open
+
+    from minivdm.toy.vdm import TOY_VDM_DIR
+
+    with safe_open(TOY_VDM_DIR / "vdm.safetensors", "pt") as weights:
+        keys = list(weights.keys())
+    assert not [key for key in keys if "relative_" in key]
+    assert sum(key.endswith(RELATIVE_TABLES) for key in keys) == 3 * 7
 
 
 def test_weights_from_before_the_key_embeddings_and_pooled_text_load_as_the_same_function():
@@ -151,12 +202,14 @@ def test_weights_from_before_the_key_embeddings_and_pooled_text_load_as_the_same
     with torch.no_grad():
         model.conv_out.weight.normal_(0.0, 0.3)
         for name, parameter in model.named_parameters():
-            if "relative_values." in name or "attention.to_out" in name:
+            if "value_offsets_r." in name or "bias_b." in name or "attention.to_out" in name:
                 parameter.normal_(0.0, 0.3)
-    # the layout of the toy VDM's stages 1-3: value tables under their old name; no key tables or W_c
-    older = {key.replace("relative_values.embedding", "relative_values.relative_value_embedding"): value
-             for key, value in model.state_dict().items()
-             if "relative_keys." not in key and not key.startswith("text_embedding.")}
+    # the layout of the toy VDM's stages 1-3: b and r under their first names; no key offsets a or W_c
+    first_names = {"bias_b.table": "relative_position.relative_attention_bias",
+                   "value_offsets_r.table": "relative_values.relative_value_embedding"}
+    older = {_renamed(key, first_names): value for key, value in model.state_dict().items()
+             if "key_offsets_a." not in key and not key.startswith("text_embedding.")}
+    assert sum("relative_value_embedding" in key for key in older) == 7
     loaded = VDMUNet(TINY_VDM).eval()
     loaded.load_state_dict(_upgrade_older_weights(older, loaded), strict=True)
     z_t, context = torch.randn(1, 3, 4, 32, 32), torch.randn(1, 16, 64)

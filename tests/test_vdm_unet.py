@@ -12,14 +12,14 @@ from minivdm.diffusion.losses import diffusion_loss
 from minivdm.diffusion.schedules import CosineSchedule
 from minivdm.models.unet_2d_condition import UNet2DConditionModel
 from minivdm.models.vdm_unet import VDMUNet, VDMUNetConfig, angle_timestep
-from minivdm.nn.relative_position import (RelativePositionBias, RelativePositionVectors, TemporalAttention,
-                                          joint_video_image_mask)
+from minivdm.nn.relative_position import RelativeScalars, RelativeVectors, TemporalAttention, joint_video_image_mask
 
 # smaller than TINY_VDM so every test runs in about a second on one CPU thread
 TEST_CONFIG = VDMUNetConfig(name="test-vdm", channels=(16, 32), attention_levels=(True, True), heads=2, groups=4,
                             cross_attention_dim=8)
 SHAPE = (2, 3, 6, 16, 16)  # (B, C, T, H, W)
 TEXT_LENGTH = 5
+RELATIVE_TABLES = ("bias_b.table", "key_offsets_a.table", "value_offsets_r.table")  # b, a and r of the equation
 
 
 def _randomise_zero_initialised(module: torch.nn.Module, *, temporal: bool = True) -> None:
@@ -27,7 +27,7 @@ def _randomise_zero_initialised(module: torch.nn.Module, *, temporal: bool = Tru
     False), so every path acts."""
     with torch.no_grad():
         for name, parameter in module.named_parameters():
-            is_temporal = ".temporal_attentions." in name and any(part in name for part in ("attention.to_out", "relative_", "modulation"))
+            is_temporal = ".temporal_attentions." in name and any(part in name for part in ("attention.to_out", *RELATIVE_TABLES, "modulation"))
             is_video_only = is_temporal or name.startswith("text_embedding.")
             if name.startswith("conv_out") or (temporal and is_video_only):
                 parameter.normal_(0.0, 0.3)
@@ -55,9 +55,9 @@ def _changed_frames(before: torch.Tensor, after: torch.Tensor) -> list[int]:
 
 # --- relative positions ----------------------------------------------------------------------
 def test_relative_bias_depends_only_on_distance_and_sees_direction():
-    layer = RelativePositionBias(heads=3, max_distance=4)
+    layer = RelativeScalars(heads=3, max_distance=4)
     with torch.no_grad():
-        layer.relative_attention_bias.normal_()
+        layer.table.normal_()
     bias = layer(num_frames=8)
     assert bias.shape == (3, 8, 8)
     assert torch.equal(bias[:, :-1, :-1], bias[:, 1:, 1:])  # bias[:, i, j] == bias[:, i+1, j+1]
@@ -72,8 +72,7 @@ def _reverse_time(features: torch.Tensor, num_frames: int) -> torch.Tensor:
     return rearrange(clips.flip(1), "b t c h w -> (b t) c h w")
 
 
-@pytest.mark.parametrize("table", ["relative_position.relative_attention_bias", "relative_keys.embedding",
-                                   "relative_values.embedding"])
+@pytest.mark.parametrize("table", RELATIVE_TABLES)
 def test_temporal_attention_is_time_reversal_equivariant_only_without_relative_positions(table):
     torch.manual_seed(0)
     layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
@@ -91,12 +90,12 @@ def test_temporal_attention_is_time_reversal_equivariant_only_without_relative_p
     assert difference > 1e-2  # any of the asymmetric tables sees which way time runs
 
 
-def test_value_embeddings_tell_identical_frames_apart_and_biases_alone_cannot():
+def test_value_offsets_tell_identical_frames_apart_and_biases_alone_cannot():
     torch.manual_seed(0)
     layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
     with torch.no_grad():
         layer.attention.to_out[0].weight.normal_()
-        layer.relative_position.relative_attention_bias.normal_(0.0, 2.0)
+        layer.bias_b.table.normal_(0.0, 2.0)
     num_frames = 6
     x = torch.randn(2, 8, 3, 3).repeat_interleave(num_frames, dim=0)  # every frame of a clip the same
 
@@ -107,15 +106,15 @@ def test_value_embeddings_tell_identical_frames_apart_and_biases_alone_cannot():
     # a weighted average of equal values is that value: a bias-only block gives every frame the same output
     assert spread(layer(x, num_frames)) < 1e-5
     with torch.no_grad():
-        layer.relative_values.embedding.normal_()
-    assert spread(layer(x, num_frames)) > 1e-2  # out_i = v + sum_j A_ij r[j - i] depends on where frame i sits
+        layer.value_offsets_r.table.normal_()
+    assert spread(layer(x, num_frames)) > 1e-2  # out_i = v + sum_j A_ij r[d] depends on where frame i sits
 
 
-def test_key_embeddings_let_the_query_choose_the_direction_on_identical_frames():
+def test_key_offsets_let_the_query_choose_the_direction_on_identical_frames():
     torch.manual_seed(0)
     layer = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
     with torch.no_grad():
-        layer.relative_position.relative_attention_bias.normal_(0.0, 2.0)
+        layer.bias_b.table.normal_(0.0, 2.0)
     num_frames = 6
     frame = torch.randn(1, 8, 1, 1)
     # two clips whose frames are all alike (as at high noise) but whose content differs, as "left" / "right" would
@@ -125,20 +124,20 @@ def test_key_embeddings_let_the_query_choose_the_direction_on_identical_frames()
     def forward_mass(weights):  # per clip: attention on later frames (j > i), summed over heads and queries
         return torch.triu(weights, diagonal=1).sum((1, 2, 3))
 
-    # without key embeddings q_i . k_j is the same for every j: the pattern is the bias's, whatever the content
+    # without key offsets a, q_i . k_j is the same for every j: the pattern is the bias's, whatever the content
     weights = layer.attention_weights(tokens, num_frames)
     torch.testing.assert_close(weights[0], weights[1])
     with torch.no_grad():
-        layer.relative_keys.embedding.normal_(0.0, 2.0)
+        layer.key_offsets_a.table.normal_(0.0, 2.0)
     weights = layer.attention_weights(tokens, num_frames)
-    assert (weights[0] - weights[1]).abs().max() > 0.1  # q_i . a[j - i]: the content picks where to look
+    assert (weights[0] - weights[1]).abs().max() > 0.1  # q_i . a[d]: the content picks where to look
     assert (forward_mass(weights)[0] - forward_mass(weights)[1]).abs() > 0.1  # ... including forward or back in time
 
 
 def test_relative_vectors_depend_only_on_distance():
-    layer = RelativePositionVectors(heads=2, dim_head=3, max_distance=4)
+    layer = RelativeVectors(heads=2, dim_head=3, max_distance=4)
     with torch.no_grad():
-        layer.embedding.normal_()
+        layer.table.normal_()
     values = layer(num_frames=7)
     assert values.shape == (2, 7, 7, 3)
     assert torch.equal(values[:, :-1, :-1], values[:, 1:, 1:])
@@ -246,7 +245,7 @@ def test_text_modulation_starts_as_the_plain_block_and_acts_on_each_frame_alone(
     plain = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4)
     with torch.no_grad():
         plain.attention.to_out[0].weight.normal_()
-        plain.relative_values.embedding.normal_()
+        plain.value_offsets_r.table.normal_()
     modulated = TemporalAttention(channels=8, heads=2, dim_head=4, max_distance=4, condition_dim=5)
     missing, unexpected = modulated.load_state_dict(plain.state_dict(), strict=False)
     assert sorted(missing) == ["modulation.bias", "modulation.weight"] and not unexpected
@@ -347,8 +346,8 @@ def test_tiny_config_size():
     count = sum(parameter.numel() for parameter in VDMUNet(TINY_VDM).parameters())
     assert count == 1_840_071  # ~1.8 M: trains on a CPU
     temporal = sum(p.numel() for name, p in VDMUNet(TINY_VDM).named_parameters() if ".temporal_attentions." in name)
-    # 7 blocks of LayerNorm (128), q, k, v (3 x 64 x 64), output (64 x 64 + 64), relative biases (4 heads x 31)
-    # and relative key and value embeddings (2 x 4 heads x 31 x 16)
+    # 7 blocks of LayerNorm (128), q, k, v (3 x 64 x 64), output (64 x 64 + 64), the relative bias b (4 heads x 31)
+    # and the relative key and value offsets a and r (2 x 4 heads x 31 x 16)
     assert temporal == 7 * (128 + 3 * 64 * 64 + 64 * 64 + 64 + 4 * 31 + 2 * 4 * 31 * 16)
     image = sum(parameter.numel() for parameter in UNet2DConditionModel(TINY_VDM.image_unet_config()).parameters())
     pooled_text = 64 * 128 + 128  # W_c: the text's hidden size to the time embedding's width

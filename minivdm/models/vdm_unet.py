@@ -7,8 +7,10 @@ works either on each frame or along time at each pixel, never on both at once.
     space:  each 3x3 conv becomes a space-only 1x3x3 conv; spatial attention attends over the H*W
             pixels of one frame (frames in the batch), here followed by cross-attention to text
     time:   after each spatial attention block, temporal attention over the T frames of each pixel
-            (space in the batch) with learned relative positions: embeddings on the keys and the
-            values and a bias on the logits (minivdm.nn.relative_position)
+            (space in the batch) with learned relative positions, one table per term of
+            A_ij = softmax_j(q_i . (k_j + a[d]) / sqrt(d_head) + b[d] + M_ij), out_i = sum_j A_ij (v_j + r[d]):
+            key offsets a, a bias b on the logits and value offsets r, d = clip(j - i, -K, K)
+            (``key_offsets_a``, ``bias_b``, ``value_offsets_r``; minivdm.nn.relative_position)
 
 A 1x3x3 Conv3d is exactly a 3x3 Conv2d applied to every frame, so we fold the frames into the
 batch, "b c t h w -> (b t) c h w", and reuse the image blocks (ResnetBlock2D, Downsample2D,
@@ -49,7 +51,7 @@ embedding to the timestep embedding): cross-attention reaches a pixel only where
 look at a word, and the image model's queries look at colour and shape words, which image captions
 had. The motion words reach the U-Net through cross-attention only weakly (see ``minivdm.toy.vdm``);
 the pooled vector puts them into every ResBlock of every frame, and from there into the temporal
-attention's queries, which choose with the relative key embeddings which way in time to look.
+attention's queries, which choose with the relative key offsets a which way in time to look.
 W_c starts at zero, so an inflated image model is unchanged by it. Measured on the toy VDM, this
 route is not yet enough: the model still ignores the motion word (``bench/toy_vdm_motion_word.py``).
 ``temporal_text_modulation`` gives the caption a direct, multiplicative say in temporal attention
@@ -97,7 +99,7 @@ class VDMUNetConfig:
     heads: int = 4  # dim_head = channels of the level // heads
     groups: int = 8
     cross_attention_dim: int = 64  # hidden size of the toy CLIP text encoder (minivdm.text)
-    max_relative_distance: int = 15  # every distance of a 16-frame clip has its own bias
+    max_relative_distance: int = 15  # K: every distance of a 16-frame clip has its own a[d], b[d], r[d]
     use_linear_projection: bool = False  # the spatial transformers' in/out projections: Linear, or 1x1 Conv
     # the pooled caption scales and shifts every temporal attention's tokens (minivdm.nn.relative_position)
     temporal_text_modulation: bool = False

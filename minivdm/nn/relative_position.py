@@ -11,6 +11,14 @@ the order of the frames without absolute time. For every head, with d = j - i cl
 
 M is the frame mask: 0 where frame i may attend to frame j, -inf where not. a and r are Shaw et al.'s
 key and value embeddings; the scalar b is the simpler form T5 uses (Raffel et al., 2020, arXiv:1910.10683).
+In the code each term is a table of 2K + 1 rows per head, one row per d, named after its symbol:
+
+    b  TemporalAttention.bias_b           RelativeScalars   .table (heads, 2K + 1)
+    a  TemporalAttention.key_offsets_a    RelativeVectors   .table (heads, 2K + 1, d_head)
+    r  TemporalAttention.value_offsets_r  RelativeVectors   .table (heads, 2K + 1, d_head)
+
+and calling one with T gives the term for every pair (i, j) of a T-frame clip: b[d] (heads, T, T),
+a[d] or r[d] (heads, T, T, d_head), where row clip(j - i, -K, K) + K is ``relative_table_index``.
 
 Why all three. b decides *where* a frame looks (the previous frame, the next, all of them), the same
 for every pixel and every prompt. a lets the *query* choose the direction: q_i . a[d] is large for
@@ -74,33 +82,39 @@ def joint_video_image_mask(num_frames: int, num_images: int, device: torch.devic
 
 
 def relative_table_index(num_frames: int, max_distance: int, device: torch.device | None = None) -> torch.Tensor:
-    """(T, T) long: clip(j - i, -K, K) + K, the row of a (2K + 1)-entry table that query frame i uses for key frame j."""
+    """(T, T) long: d + K with d = clip(j - i, -K, K), the row of a (2K + 1)-entry table that query frame i
+    uses for key frame j (row 0 is d = -K, row K is d = 0, row 2K is d = +K)."""
     check_positive_int(num_frames, "num_frames")
     positions = torch.arange(num_frames, device=device)
     distance = rearrange(positions, "j -> 1 j") - rearrange(positions, "i -> i 1")  # j - i
     return distance.clamp(-max_distance, max_distance) + max_distance
 
 
-class RelativePositionBias(nn.Module):
-    """One learned scalar per head and relative distance j - i in [-K, K]; (heads, T, T) additive bias."""
+class RelativeScalars(nn.Module):
+    """b: one learned scalar per head and relative distance d = clip(j - i, -K, K); calling it gives
+    b[d] for every pair (heads, T, T).
+
+    ``table`` (heads, 2K + 1) holds b[-K], ..., b[0], ..., b[K] for each head.
+    """
 
     def __init__(self, heads: int, max_distance: int = 15):
         super().__init__()
         self.heads = check_positive_int(heads, "heads")
         self.max_distance = check_positive_int(max_distance, "max_distance")
         # zero at init: no preference for any distance until training finds one
-        self.relative_attention_bias = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1))
+        self.table = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1))
 
     def forward(self, num_frames: int) -> torch.Tensor:
-        """bias[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T)."""
-        index = relative_table_index(num_frames, self.max_distance, self.relative_attention_bias.device)
-        return self.relative_attention_bias[:, index]
+        """b[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T)."""
+        return self.table[:, relative_table_index(num_frames, self.max_distance, self.table.device)]
 
 
-class RelativePositionVectors(nn.Module):
-    """One learned vector per head and relative distance j - i in [-K, K]: (heads, T, T, dim_head).
+class RelativeVectors(nn.Module):
+    """a or r: one learned vector per head and relative distance d = clip(j - i, -K, K); calling it gives
+    the vectors for every pair (heads, T, T, dim_head).
 
-    Shaw et al.'s embeddings: TemporalAttention keeps one table for the keys and one for the values.
+    ``table`` (heads, 2K + 1, dim_head) holds the rows for d = -K, ..., K. Shaw et al.'s embeddings:
+    TemporalAttention keeps one for the keys (a, added to k_j) and one for the values (r, added to v_j).
     """
 
     def __init__(self, heads: int, dim_head: int, max_distance: int = 15):
@@ -108,20 +122,21 @@ class RelativePositionVectors(nn.Module):
         self.heads = check_positive_int(heads, "heads")
         self.max_distance = check_positive_int(max_distance, "max_distance")
         # zero at init: the block starts as plain attention (and, with to_out at zero, as the identity)
-        self.embedding = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1, check_positive_int(dim_head, "dim_head")))
+        self.table = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1, check_positive_int(dim_head, "dim_head")))
 
     def forward(self, num_frames: int) -> torch.Tensor:
         """e[h, i, j] = table[h, clip(j - i, -K, K) + K], shape (heads, T, T, dim_head)."""
-        index = relative_table_index(num_frames, self.max_distance, self.embedding.device)
-        return self.embedding[:, index]
+        return self.table[:, relative_table_index(num_frames, self.max_distance, self.table.device)]
 
 
 class TemporalAttention(nn.Module):
     r"""Residual self-attention over the frames of each pixel, with relative positions and a frame mask.
 
         tokens = LN(x) per pixel:  ((B H W), T, C)
-        A = softmax(q_i . (k_j + a[j - i]) / sqrt(d_head) + b + M)     per head, (T, T)
-        out = x + to_out(A V + sum_j A_ij r[j - i])
+        A_ij = softmax_j(q_i . (k_j + a[d]) / sqrt(d_head) + b[d] + M_ij)   per head, (T, T), d = clip(j - i, -K, K)
+        out_i = x_i + to_out(sum_j A_ij (v_j + r[d]))
+
+    b is ``bias_b``, a is ``key_offsets_a``, r is ``value_offsets_r`` (each a table with a row per d).
 
     LayerNorm normalises each token (one pixel of one frame) on its own, so nothing but the masked
     attention moves information between frames. ``to_out`` starts at zero: the block starts as the
@@ -135,9 +150,9 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.attention = Attention(channels, heads, dim_head)
-        self.relative_position = RelativePositionBias(heads, max_distance)
-        self.relative_keys = RelativePositionVectors(heads, dim_head, max_distance)
-        self.relative_values = RelativePositionVectors(heads, dim_head, max_distance)
+        self.bias_b = RelativeScalars(heads, max_distance)                     # b[d], added to the logits
+        self.key_offsets_a = RelativeVectors(heads, dim_head, max_distance)    # a[d], added to the keys k_j
+        self.value_offsets_r = RelativeVectors(heads, dim_head, max_distance)  # r[d], added to the values v_j
         nn.init.zeros_(self.attention.to_out[0].weight)
         nn.init.zeros_(self.attention.to_out[0].bias)
         self.modulation = None
@@ -147,17 +162,18 @@ class TemporalAttention(nn.Module):
             nn.init.zeros_(self.modulation.bias)
 
     def attention_bias(self, num_frames: int, num_images: int = 0, device: torch.device | None = None) -> torch.Tensor:
-        """B + M as one float mask (heads, T, T): the relative bias, -inf where attention is not allowed."""
+        """b[d] + M as one float mask (heads, T, T): the relative bias, -inf where attention is not allowed."""
         allowed = joint_video_image_mask(num_frames, num_images, device)
-        return self.relative_position(num_frames).masked_fill(~allowed, float("-inf"))
+        return self.bias_b(num_frames).masked_fill(~allowed, float("-inf"))
 
     def attention_weights(self, tokens: torch.Tensor, num_frames: int, num_images: int = 0) -> torch.Tensor:
         """A for normalised tokens ((B H W), T, C): (N, heads, T, T), rows sum to 1, 0 where the mask forbids."""
         attention = self.attention
         q = rearrange(attention.to_q(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
         k = rearrange(attention.to_k(tokens), "n t (heads d) -> n heads t d", heads=attention.heads)
-        keys = self.relative_keys(num_frames).to(q.dtype)  # (heads, T, T, d): a[j - i]
-        logits = (q @ k.transpose(-1, -2) + torch.einsum("nhid,hijd->nhij", q, keys)) / q.shape[-1] ** 0.5
+        a = self.key_offsets_a(num_frames).to(q.dtype)  # (heads, T, T, d_head): a[d]
+        # q_i . (k_j + a[d]) = q_i . k_j + q_i . a[d]
+        logits = (q @ k.transpose(-1, -2) + torch.einsum("nhid,hijd->nhij", q, a)) / q.shape[-1] ** 0.5
         return torch.softmax(logits + self.attention_bias(num_frames, num_images, tokens.device).to(logits.dtype), dim=-1)
 
     def tokens(self, x: torch.Tensor, num_frames: int, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -187,9 +203,11 @@ class TemporalAttention(nn.Module):
         height, width = x.shape[-2:]
         tokens = self.tokens(x, num_frames, condition)
         # T is at most a few dozen frames: the (T, T) weights are small, so they are formed explicitly
-        # (the value embeddings need them; a fused kernel would not return them)
+        # (the value offsets r need them; a fused kernel would not return them)
         weights = self.attention_weights(tokens, num_frames, num_images)
         v = rearrange(self.attention.to_v(tokens), "n t (heads d) -> n heads t d", heads=self.attention.heads)
-        out = weights @ v + torch.einsum("nhij,hijd->nhid", weights, self.relative_values(num_frames).to(v.dtype))
+        r = self.value_offsets_r(num_frames).to(v.dtype)  # (heads, T, T, d_head): r[d]
+        # sum_j A_ij (v_j + r[d]) = (A V)_i + sum_j A_ij r[d]
+        out = weights @ v + torch.einsum("nhij,hijd->nhid", weights, r)
         out = self.attention.to_out[1](self.attention.to_out[0](rearrange(out, "n heads t d -> n t (heads d)")))
         return x + rearrange(out, "(b h w) t c -> (b t) c h w", h=height, w=width)

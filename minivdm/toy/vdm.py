@@ -160,7 +160,13 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         v_hat = model(z_t, t, ids, num_images=extra)
         return torch.nn.functional.mse_loss(v_hat, training_target(x, eps, alpha, sigma, "v"))
 
-    result = train(model, next_batch, loss_fn, config, checkpoint_dir)
+    # what train() cannot see: a checkpoint of another recipe or data must not be continued
+    described = {"recipe": "toy-vdm", "dataset_size": dataset_size, "batch_size": batch_size,
+                 "init_from": None if init_from is None else str(Path(init_from).resolve()),
+                 "image_model": None if image_model is None else str(Path(image_model).resolve()),
+                 "temporal_text_modulation": temporal_text_modulation, "high_noise_fraction": high_noise_fraction,
+                 "high_noise_band": list(high_noise_band)}
+    result = train(model, next_batch, loss_fn, config, checkpoint_dir, run_description=described)
     out = Path(out)
     if not result.is_main_process:
         return out
@@ -211,14 +217,32 @@ def load_toy_vdm(folder: str | Path = TOY_VDM_DIR, device: str | torch.device = 
     return ToyTextToVideo(vdm, text_encoder).to(device).eval(), tokenizer
 
 
+# the relative-position tables of TemporalAttention under their earlier names -> the equation's symbols
+# (minivdm.nn.relative_position): b the bias on the logits, a the key offsets, r the value offsets
+_RENAMED_RELATIVE_TABLES = {
+    ".relative_position.relative_attention_bias": ".bias_b.table",
+    ".relative_keys.embedding": ".key_offsets_a.table",
+    ".relative_values.embedding": ".value_offsets_r.table",
+    ".relative_values.relative_value_embedding": ".value_offsets_r.table",  # the toy VDM's stages 1-3
+}
+
+
 def _upgrade_older_weights(state: dict[str, torch.Tensor], vdm: VDMUNet) -> dict[str, torch.Tensor]:
-    """Weights written before the relative key embeddings and the pooled text existed (the toy VDM's
-    stages 1-3; README) get those layers at zero, the value they start training from:
-    the same function. Any other mismatch is left for load_state_dict to report."""
-    state = {key.replace("relative_values.relative_value_embedding", "relative_values.embedding"): value
-             for key, value in state.items()}
+    """Weights written under older names or before some layers existed load into today's VDMUNet.
+
+    Tables of relative positions saved under their earlier names (``_RENAMED_RELATIVE_TABLES``) are
+    renamed. Weights written before the key offsets a and the pooled text existed (the toy VDM's
+    stages 1-3; README) get those layers at zero, the value they start training from: the same
+    function. Any other mismatch is left for load_state_dict to report."""
+    def renamed(key: str) -> str:
+        for old, new in _RENAMED_RELATIVE_TABLES.items():
+            if key.endswith(old):
+                return key[:-len(old)] + new
+        return key
+
+    state = {renamed(key): value for key, value in state.items()}
     for key, value in vdm.state_dict().items():
-        if key not in state and ("relative_keys." in key or key.startswith(POOLED_TEXT_PARAMETERS)):
+        if key not in state and (".key_offsets_a." in key or key.startswith(POOLED_TEXT_PARAMETERS)):
             state[key] = torch.zeros_like(value)
     return state
 

@@ -3,8 +3,9 @@ r"""Pictures of what the factorised space-time U-Net mixes (the "Video Diffusion
 * ``perturbation_response``: nudge one pixel of one frame at a layer's input and measure, for every
   (frame, pixel) of its output, how much it moved. Per-frame layers stay inside the frame; temporal
   attention stays at the pixel, across frames.
-* ``temporal_attention_weights``: the softmax weights A = softmax(Q K^T / sqrt(d) + B + M) that a
-  ``TemporalAttention`` layer uses, per pixel and head, shape (T, T) each.
+* ``temporal_attention_weights``: the softmax weights A_ij = softmax_j(q_i . (k_j + a[d]) / sqrt(d_head)
+  + b[d] + M_ij), d = clip(j - i, -K, K), that a ``TemporalAttention`` layer uses, per pixel and head,
+  shape (T, T) each.
 * ``record_inputs``: the arguments each of some modules receives during one forward pass, so a
   layer can be re-run on its real inputs.
 
@@ -115,7 +116,10 @@ def plot_perturbation_response(response: torch.Tensor, frame: int, pixel: tuple[
 
 
 def plot_temporal_attention(weights: torch.Tensor, bias_table: torch.Tensor, head: int, *, title: str) -> Figure:
-    """Left: one head's (T, T) attention weights. Right: every head's learned bias against distance j - i."""
+    """Left: one head's (T, T) attention weights. Right: every head's learned bias b[d] against distance d = j - i.
+
+    ``bias_table`` is b's table (heads, 2K + 1), ``TemporalAttention.bias_b.table``.
+    """
     weights = weights.detach().cpu().float()
     bias_table = bias_table.detach().cpu().float()
     num_frames = weights.shape[-1]
@@ -136,9 +140,9 @@ def plot_temporal_attention(weights: torch.Tensor, bias_table: torch.Tensor, hea
                    linewidth=2.2 if h == head else 0.8, alpha=1.0 if h == head else 0.5, label=f"head {h}")
     right.axvspan(-(num_frames - 1), num_frames - 1, color="grey", alpha=0.12, label=f"used by T={num_frames}")
     right.axvline(0, color="black", linewidth=0.5)
-    right.set_xlabel("relative distance j - i (frames)")
-    right.set_ylabel("learned bias b[j - i] (added to logits)")
-    right.set_title("relative position bias")
+    right.set_xlabel("relative distance d = j - i (frames)")
+    right.set_ylabel("learned bias b[d] (added to logits)")
+    right.set_title("relative position bias b")
     right.legend(fontsize=7, loc="best")
     figure.suptitle(title)
     return figure
