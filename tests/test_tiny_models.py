@@ -150,3 +150,29 @@ def test_every_data_folder_is_a_shipped_model_with_a_card():
     from minivdm.toy import DATA_DIR
 
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_text_to_image", "toy_vdm"]
+
+
+def test_wilson_interval_holds_the_rate_and_narrows_with_more_prompts():
+    from minivdm.toy.text_to_image import wilson_interval
+
+    low, high = wilson_interval(43, 48)
+    assert round(low, 3) == 0.778 and round(high, 3) == 0.955  # the textbook score interval
+    assert wilson_interval(430, 480)[1] - wilson_interval(430, 480)[0] < 0.35 * (high - low)
+    assert wilson_interval(0, 10) == (0.0, wilson_interval(0, 10)[1]) and wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError, match="hits <= n"):
+        wilson_interval(5, 4)
+
+
+def test_guidance_sweep_scores_each_scale_on_the_same_noises():
+    from minivdm.toy.text_to_image import evaluate_text_to_image, guidance_sweep, load_text_to_image
+    from minivdm.toyworld import generate_images
+
+    model, tokenizer = load_text_to_image()
+    prompts = generate_images(6, seed=2025).captions
+    results = guidance_sweep(model, tokenizer, prompts, [1.0, 4.0], diversity_prompts=2, draws=3, num_steps=4)
+    for result in results:
+        expected = evaluate_text_to_image(model, tokenizer, prompts, guidance_scale=result["guidance_scale"], num_steps=4)
+        assert result["caption_accuracy"] == expected["caption_accuracy"] and result["prompts"] == 6
+        low, high = result["interval"]
+        assert low <= result["caption_accuracy"] <= high
+        assert result["diversity"] > 0.5  # different noises put the object in different places (pixels)

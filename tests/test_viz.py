@@ -244,3 +244,17 @@ def test_slider_labels_are_wide_enough_for_the_longest_name():
     # ipywidgets' default (~80 px) cuts "min_text_similarity"; every label gets the longest name's width
     assert controls["min_text_similarity"].style.description_width == "21ch"
     assert controls["t"].style.description_width == "21ch"
+
+
+def test_guidance_plot_draws_accuracy_with_its_interval_and_diversity():
+    from minivdm.viz.guidance_plots import plot_guidance_sweep
+
+    results = [{"guidance_scale": w, "caption_accuracy": a, "prompts": 48, "interval": (a - 0.1, a + 0.05), "diversity": d}
+               for w, a, d in [(1.0, 0.8, 0.2), (3.0, 0.9, 0.1)]]
+    left, right = plot_guidance_sweep(results).axes
+    assert list(left.lines[0].get_ydata()) == [0.8, 0.9] and list(right.lines[0].get_ydata()) == [0.2, 0.1]
+    bars = left.collections[0].get_segments()  # the interval of each point, from low to high
+    assert [tuple(round(y, 6) for y in segment[:, 1]) for segment in bars] == [(0.7, 0.85), (0.8, 0.95)]
+    assert "48 prompts" in left.get_title()
+    with pytest.raises(ValueError, match="guidance_sweep"):
+        plot_guidance_sweep([{"guidance_scale": 1.0}])

@@ -77,7 +77,9 @@ def train_text_to_image(out: str | Path = TEXT_TO_IMAGE_DIR, *, config: TrainCon
         images, ids = batch
         return diffusion_loss(lambda z_t, t: model(z_t, t, ids), images, TEXT_TO_IMAGE_SCHEDULE, "v", generator=generator)
 
-    result = train(model, next_batch, loss_fn, config, checkpoint_dir)
+    described = {"recipe": "toy-text-to-image", "dataset_size": dataset_size,
+                 "init_from": None if init_from is None else str(Path(init_from).resolve())}
+    result = train(model, next_batch, loss_fn, config, checkpoint_dir, run_description=described)
     out = Path(out)
     if not result.is_main_process:
         return out
@@ -140,3 +142,39 @@ def evaluate_text_to_image(model: ToyTextToImage, tokenizer, prompts: list[str],
     images = torch.cat([sample_toy_images(model, tokenizer, prompts[i:i + batch_size], **sampling)
                         for i in range(0, len(prompts), batch_size)])
     return score_videos(images[:, :, None].cpu(), prompts)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% for z = 1.96) of a success rate hits / n: how far a measured accuracy
+    can be from the true one by chance alone (48 prompts at 0.9: 0.78..0.96)."""
+    if n <= 0 or not 0 <= hits <= n:
+        raise ValueError(f"need 0 <= hits <= n and n > 0, got hits={hits}, n={n}")
+    p = hits / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * (p * (1 - p) / n + z**2 / (4 * n**2)) ** 0.5 / (1 + z**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def guidance_sweep(model: ToyTextToImage, tokenizer, prompts: list[str], scales: list[float], *,
+                   diversity_prompts: int = 6, draws: int = 8, num_steps: int = 20, seed: int = 0) -> list[dict]:
+    """What the guidance scale w changes, measured: for each w, caption accuracy over ``prompts`` (one sample
+    each, with its 95% Wilson interval) and diversity, how far apart ``draws`` samples of the same prompt put
+    the object: the spread (root of the summed variances of y and x, in pixels) of the centre of the first
+    object the oracle reads, averaged over the first ``diversity_prompts`` prompts. Every w sees the same noises."""
+    from minivdm.toyworld.oracle import read_video, score_videos
+
+    results = []
+    for w in scales:
+        images = sample_toy_images(model, tokenizer, prompts, guidance_scale=w, num_steps=num_steps, seed=seed)
+        hits = round(score_videos(images[:, :, None].cpu(), prompts)["caption_accuracy"] * len(prompts))
+        spreads = []
+        for index, prompt in enumerate(prompts[:diversity_prompts]):
+            samples = sample_toy_images(model, tokenizer, [prompt] * draws, guidance_scale=w, num_steps=num_steps,
+                                        seed=seed + 1 + index)
+            centres = [objects[0].trajectory[0] for objects in read_video(samples[:, :, None].cpu()) if objects]
+            if len(centres) > 1:
+                spreads.append(torch.stack(centres).std(dim=0).norm())
+        results.append({"guidance_scale": w, "caption_accuracy": hits / len(prompts), "prompts": len(prompts),
+                        "interval": wilson_interval(hits, len(prompts)), "diversity_draws": (len(spreads), draws),
+                        "diversity": float(torch.stack(spreads).mean()) if spreads else float("nan")})
+    return results
