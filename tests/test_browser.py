@@ -4,9 +4,8 @@ nbmake (scripts/test.sh) runs every notebook in a kernel, but never in a front e
 widget that fails to render, a slider that does not redraw its output, or an error shown by a
 widget callback. This test does what a reader does:
 
-1. copy the cells of tutorial 1 up to and including its last ``slider_view`` into a temporary folder
-   (the repository's notebook is never touched; the rest of the chapter is slow sampling that
-   nbmake already runs, and would not fit a 2-minute budget on 2 CPU cores);
+1. copy tutorial 1 into a temporary folder (the repository's notebook is never touched; the whole
+   chapter runs in about a minute on 2 CPU cores);
 2. start JupyterLab (this virtualenv's, with throwaway config, data, settings and runtime folders)
    on a free port with a random token;
 3. open the notebook in headless Chromium (Debian's ``chromium`` driven by Python ``playwright``),
@@ -42,7 +41,7 @@ TUTORIAL = ROOT / "tutorials" / "01_diffusion_basics.ipynb"
 SLIDER_CALL = "slider_view("
 SERVER_START_TIMEOUT_S = 60
 PAGE_TIMEOUT_MS = 60_000
-RUN_ALL_TIMEOUT_MS = 90_000
+RUN_ALL_TIMEOUT_MS = 300_000  # the whole chapter: ~1 minute on 2 idle cores, more on a loaded machine
 REDRAW_TIMEOUT_MS = 30_000
 
 
@@ -68,11 +67,10 @@ def _prerequisites() -> str:
 
 
 def _notebook_copy(folder: Path) -> str:
-    """Tutorial 1's cells up to its last slider, written to ``folder``; returns the file name."""
+    """Tutorial 1, every cell, written to ``folder``; returns the file name."""
     notebook = nbformat.read(TUTORIAL, as_version=4)
-    last_slider = max(index for index, cell in enumerate(notebook.cells)
-                      if cell.cell_type == "code" and SLIDER_CALL in cell.source)
-    notebook.cells = notebook.cells[:last_slider + 1]
+    if not any(cell.cell_type == "code" and SLIDER_CALL in cell.source for cell in notebook.cells):
+        raise AssertionError(f"{TUTORIAL} has no {SLIDER_CALL}...) cell: this test needs a slider to move")
     name = TUTORIAL.name
     nbformat.write(notebook, folder / name)
     return name
