@@ -23,15 +23,7 @@ def make_fake_model(prediction_type: str):
     It predicts x as the exact denoiser of data ~ N(0, 0.5^2) plus a non-linear perturbation, and
     returns that in the requested parameterization, so trajectories stay in a realistic range.
     """
-
-    def model(z_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        alpha_bar = ALPHAS_CUMPROD[timestep.long()].view(-1, 1, 1, 1, 1)
-        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        x_hat = alpha * 0.25 / (alpha_bar * 0.25 + sigma**2) * z_t + 0.1 * torch.tanh(2 * z_t + timestep.view(-1, 1, 1, 1, 1) / 500)
-        eps_hat = (z_t - alpha * x_hat) / sigma
-        return {"epsilon": eps_hat, "sample": x_hat, "v_prediction": alpha * eps_hat - sigma * x_hat}[prediction_type]
-
-    return model
+    return table_model(ALPHAS_CUMPROD, prediction_type)
 
 
 def run_diffusers(scheduler, z, steps, seed=None, **step_kwargs):
@@ -105,7 +97,8 @@ def test_ddpm_matches_diffusers_step_for_step(prediction_type):
 # --- every option of a scheduler config, read by SamplerSettings, against DDIMScheduler(**options) ---------------
 
 def table_model(alphas_cumprod: torch.Tensor, prediction_type: str):
-    """``make_fake_model`` for any alpha_bar table (diffusers' own), finite at alpha_bar = 0 (zero SNR)."""
+    """The stand-in for any alpha_bar table (diffusers' own): the exact denoiser of N(0, 0.5^2) data plus a
+    non-linear perturbation, finite at alpha_bar = 0 (zero SNR)."""
 
     def model(z_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         alpha_bar = alphas_cumprod[timestep.long()].view(-1, 1, 1, 1, 1)

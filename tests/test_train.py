@@ -7,23 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from minivdm.train import TrainConfig, save_weights, train
-
-TARGET = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
-
-
-def make_model():
-    torch.manual_seed(0)
-    return torch.nn.Linear(2, 2, bias=False)
-
-
-def next_batch(step, generator):
-    return torch.randn(16, 2, generator=generator)
-
-
-def loss_fn(model, batch, generator):
-    noise = 0.01 * torch.randn(batch.shape, generator=generator)
-    return ((model(batch) - batch @ TARGET.T + noise) ** 2).mean()
-
+from toy_training import TARGET, loss_fn, make_model, next_batch
 
 CONFIG = TrainConfig(steps=120, learning_rate=0.05, warmup_steps=5, ema_decay=0.9, checkpoint_every=40, log_every=20)
 

@@ -16,23 +16,9 @@ import torch
 
 from minivdm.io.checkpoints import CorruptCheckpointError
 from minivdm.train import IncompatibleCheckpointError, TrainConfig, load_training_state, train
+from toy_training import loss_fn, make_model, next_batch
 
-TARGET = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
 CONFIG = TrainConfig(steps=20, learning_rate=0.05, warmup_steps=3, ema_decay=0.9, checkpoint_every=5, log_every=5)
-
-
-def make_model(bias=False):
-    torch.manual_seed(0)
-    return torch.nn.Linear(2, 2, bias=bias)
-
-
-def next_batch(step, generator):
-    return torch.randn(16, 2, generator=generator)
-
-
-def loss_fn(model, batch, generator):
-    noise = 0.01 * torch.randn(batch.shape, generator=generator)
-    return ((model(batch) - batch @ TARGET.T + noise) ** 2).mean()
 
 
 def interrupted_at(stop_step):
