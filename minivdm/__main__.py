@@ -9,6 +9,7 @@
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
     course           copy the tutorials and exercises to your own folder to work in
+    grade            instructors: grade a folder of submitted exercise notebooks into a gradebook
 """
 
 from __future__ import annotations
@@ -152,6 +153,23 @@ def main(argv: list[str] | None = None) -> int:
     course.add_argument("out", type=folder_to_write, help="folder to copy into (existing notebooks there are kept)")
     course.add_argument("--with-solutions", action="store_true", help="copy solutions/ too")
 
+    grade = commands.add_parser("grade", help="grade a folder of submitted exercise notebooks (instructors)",
+                                description="Runs every submitted notebook in a fresh, limited kernel and writes a "
+                                            "gradebook (one row per student, exercise and check), a summary and one "
+                                            "report per student. Re-running resumes: unchanged submissions are not "
+                                            "graded again.")
+    grade.add_argument("submissions", type=existing_folder,
+                       help="folder of notebooks: <student>/NN_topic.ipynb or <student>__NN_topic.ipynb")
+    grade.add_argument("--out", required=True, type=file_to_write(".csv"),
+                       help="gradebook to write (.csv); the summary, reports and resume state go beside it")
+    grade.add_argument("--weights", default=None, help="CSV of points: exercise,check,points (check may be *)")
+    grade.add_argument("--jobs", type=positive_int, default=None, help="notebooks graded at once (default: cores, at most 4)")
+    grade.add_argument("--timeout", type=float, default=600.0, help="seconds one notebook may run (default 600)")
+    grade.add_argument("--memory", type=float, default=4.0, help="GiB of address space per kernel (default 4; 0: no cap)")
+    grade.add_argument("--max-output", type=float, default=10.0, help="MiB of output kept per notebook (default 10)")
+    grade.add_argument("--exercises", default=None, type=existing_folder,
+                       help="the released exercises (default: this repository's exercises/)")
+
     args = parser.parse_args(argv)
     try:
         return _run(parser, args, argv)
@@ -257,6 +275,22 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         for path in kept:
             print(f"kept   {path} (already there: your work is not overwritten)")
         print(f"open them with: jupyter lab {args.out}   (as root: jupyter lab --allow-root {args.out})")
+        return 0
+    if args.command == "grade":
+        from minivdm.course.gradebook import default_jobs, grade_folder
+        from minivdm.course.notebook_run import GIB, MIB, Limits
+
+        jobs = args.jobs or default_jobs()
+        limits = Limits(wall_time_s=args.timeout, memory_bytes=int(args.memory * GIB),
+                        output_bytes=int(args.max_output * MIB), threads=max(1, (os.cpu_count() or 1) // jobs))
+        gradebook = grade_folder(args.submissions, args.out, exercises_dir=args.exercises, weights_path=args.weights,
+                                 jobs=jobs, limits=limits, log=lambda line: print(line, file=sys.stderr))
+        from minivdm.course.gradebook import summary_rows
+
+        for record in summary_rows(gradebook.rows, None):
+            print(f"{record['student']:<20} {record['checks_passed']:>3} / {record['checks_total']:<3} checks passed")
+        print(f"gradebook: {gradebook.paths.gradebook}\nsummary:   {gradebook.paths.summary}\n"
+              f"reports:   {gradebook.paths.reports}/")
         return 0
     return 2
 
