@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -70,7 +71,7 @@ def main() -> None:
             if jobs == 1:  # the time of each notebook, from the moment the previous one finished
                 previous, per_exercise = start, {}
                 for moment, line in finished:
-                    exercise = line.split("/")[-1].split(".ipynb")[0]
+                    exercise = re.search(r"([^/]+)\.ipynb: ", line).group(1)
                     per_exercise.setdefault(exercise, []).append(moment - previous)
                     previous = moment
                 run["seconds_per_exercise"] = {name: round(sum(v) / len(v), 1) for name, v in sorted(per_exercise.items())}

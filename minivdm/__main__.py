@@ -277,16 +277,26 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         print(f"open them with: jupyter lab {args.out}   (as root: jupyter lab --allow-root {args.out})")
         return 0
     if args.command == "grade":
-        from minivdm.course.gradebook import default_jobs, grade_folder
-        from minivdm.course.notebook_run import GIB, MIB, Limits
+        try:
+            from minivdm.course.gradebook import default_jobs, grade_folder, summary_rows
+            from minivdm.course.notebook_run import GIB, MIB, Limits
+        except ImportError as error:
+            raise ValueError(f"grading needs nbclient, nbformat and ipykernel ({error}): "
+                             f"pip install -e '.[grade]' (scripts/setup.sh installs them)") from None
 
         jobs = args.jobs or default_jobs()
         limits = Limits(wall_time_s=args.timeout, memory_bytes=int(args.memory * GIB),
                         output_bytes=int(args.max_output * MIB), threads=max(1, (os.cpu_count() or 1) // jobs))
-        gradebook = grade_folder(args.submissions, args.out, exercises_dir=args.exercises, weights_path=args.weights,
-                                 jobs=jobs, limits=limits, log=lambda line: print(line, file=sys.stderr))
-        from minivdm.course.gradebook import summary_rows
-
+        try:
+            gradebook = grade_folder(args.submissions, args.out, exercises_dir=args.exercises,
+                                     weights_path=args.weights, jobs=jobs, limits=limits,
+                                     log=lambda line: print(line, file=sys.stderr))
+        except KeyboardInterrupt:
+            print("minivdm grade: stopped. Every notebook graded so far is saved: run the same command again to "
+                  "go on.", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # leave now: nbclient's exit handlers would touch the stopped kernels' sockets from this thread
+            os._exit(130)
         for record in summary_rows(gradebook.rows, None):
             print(f"{record['student']:<20} {record['checks_passed']:>3} / {record['checks_total']:<3} checks passed")
         print(f"gradebook: {gradebook.paths.gradebook}\nsummary:   {gradebook.paths.summary}\n"

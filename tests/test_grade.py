@@ -1,12 +1,14 @@
 """`minivdm grade` on a class of generated submissions to a small released exercise: every kind of
 notebook a student hands in (right, wrong, edited check, deleted check, endless loop, crash, broken file,
-another exercise, huge output, network, memory, a cell that deletes another student's file), the whole
+another exercise, huge output, network, memory, a cell that deletes another student's file, a rebound
+check helper), the whole
 gradebook compared row by row; resuming after an interruption gives the same gradebook."""
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +107,8 @@ def make_class(folder: Path) -> None:
         solution, c8=f"import os\nos.remove({str(folder / 'alice' / '92_negate.ipynb')!r})\n"
                      f"open({str(folder / 'ken' / 'extra.txt')!r}, 'w').write('x')"))
     write(folder / "mallory" / "91_warm_up.ipynb", answered(solution, c8="big = bytearray(3 << 30)"))
+    write(folder / "oscar" / "91_warm_up.ipynb", answered(  # a wrong square, and a check helper that checks nothing
+        solution, c6="def square(x):\n    return 2 * x\n\ncheck_equal = lambda *args, **kwargs: None"))
     write(folder / "stray.ipynb", solution)
 
 
@@ -148,6 +152,9 @@ EXPECTED = [
     ("mallory", "91_warm_up", "check 1", "passed", "1"), ("mallory", "91_warm_up", "check 2", "passed", "1"),
     ("mallory", "91_warm_up", "notebook", "memory limit", ""),
     ("mallory", "92_negate", "check 1", "not graded", "0"), ("mallory", "92_negate", "notebook", "missing", ""),
+    ("oscar", "91_warm_up", "check 1", "passed", "1"), ("oscar", "91_warm_up", "check 2", "passed", "1"),
+    ("oscar", "91_warm_up", "notebook", "check tampering", ""),
+    ("oscar", "92_negate", "check 1", "not graded", "0"), ("oscar", "92_negate", "notebook", "missing", ""),
 ]
 
 
@@ -180,7 +187,8 @@ def test_every_row_of_the_gradebook(graded_class):
     assert "limit 2 GiB" in by_key[("mallory", "notebook", "91_warm_up")]["message"]
     ken = by_key[("ken", "notebook", "91_warm_up")]["message"]
     assert "alice/92_negate.ipynb (restored)" in ken and "ken/extra.txt (new; moved to the quarantine" in ken
-    assert gradebook.graded_now == 13 and gradebook.reused == 0
+    assert "cell 7 line 4: `check_equal = lambda *args, **kwargs: None`" in by_key[("oscar", "notebook", "91_warm_up")]["message"]
+    assert gradebook.graded_now == 14 and gradebook.reused == 0
 
 
 def test_nothing_in_the_submissions_folder_changes(graded_class):
@@ -205,14 +213,32 @@ def test_rerun_reuses_every_submission_and_writes_the_same_gradebook(graded_clas
     first = (root / "grades" / "gradebook.csv").read_bytes()
     again = grade_folder(root / "submissions", root / "grades" / "gradebook.csv", exercises_dir=released, jobs=1,
                          limits=LIMITS, log=lambda line: None)
-    assert (again.graded_now, again.reused) == (0, 13)
+    assert (again.graded_now, again.reused) == (0, 14)
     assert (root / "grades" / "gradebook.csv").read_bytes() == first
+
+
+def test_only_a_changed_submission_is_graded_again(graded_class, released, tmp_path):
+    root, _, _ = graded_class
+    shutil.copytree(root / "submissions" / "alice", tmp_path / "submissions" / "alice")
+    shutil.copyfile(root / "submissions" / "bob__91_warm_up.ipynb", tmp_path / "submissions" / "bob__91_warm_up.ipynb")
+    shutil.copytree(root / "grades", tmp_path / "grades")
+    write(tmp_path / "submissions" / "bob__91_warm_up.ipynb", solution_notebook())  # bob fixed his square
+    again = grade_folder(tmp_path / "submissions", tmp_path / "grades" / "gradebook.csv", exercises_dir=released,
+                         jobs=1, limits=LIMITS, log=lambda line: None)
+    assert (again.graded_now, again.reused) == (1, 2)
+    bob = [(row.check, row.status) for row in again.rows if row.student == "bob" and row.exercise == "91_warm_up"]
+    assert bob == [("check 1", "passed"), ("check 2", "passed")]
+    longer = Limits(wall_time_s=13, memory_bytes=LIMITS.memory_bytes, output_bytes=LIMITS.output_bytes)
+    regraded = grade_folder(tmp_path / "submissions", tmp_path / "grades" / "gradebook.csv", exercises_dir=released,
+                            jobs=2, limits=longer, log=lambda line: None)
+    assert regraded.graded_now == 3  # other limits can change a grade: everything is graded again
 
 
 def test_weights_give_points_and_refuse_what_does_not_exist(graded_class, released, tmp_path):
     root, _, _ = graded_class
     weights = tmp_path / "weights.csv"
     weights.write_text("exercise,check,points\n91,*,2\n91_warm_up,2,5\n92_negate,1,1\n")
+    shutil.copyfile(root / "grades" / "gradebook.graded.jsonl", tmp_path / "gradebook.graded.jsonl")  # points only
     grade_folder(root / "submissions", tmp_path / "gradebook.csv", exercises_dir=released, weights_path=weights,
                  jobs=1, limits=LIMITS, log=lambda line: None)
     summary = {r["student"]: r for r in read_rows(tmp_path / "gradebook.summary.csv")}
@@ -232,9 +258,11 @@ def test_weights_give_points_and_refuse_what_does_not_exist(graded_class, releas
                      jobs=1, limits=LIMITS, log=lambda line: None)
 
 
-def test_an_interrupted_run_resumes_to_the_same_gradebook(tmp_path, released, graded_class):
-    """Kill the grader (SIGKILL, nothing to clean up) after it graded some submissions with one job, run it
-    again with two: it grades only the rest, and the gradebook equals the uninterrupted run's (two jobs)."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill -9"])
+def test_an_interrupted_run_resumes_to_the_same_gradebook(tmp_path, released, graded_class, stop):
+    """Stop the grader part way, with one job (Ctrl-C: it shuts its kernels down and says how to go on;
+    SIGKILL: no chance to clean up), then run the same command with two jobs: it grades only the rest,
+    and the gradebook equals the uninterrupted run's."""
     root, _, _ = graded_class
     make_class(tmp_path / "submissions")
     out = tmp_path / "grades" / "gradebook.csv"
@@ -244,20 +272,36 @@ def test_an_interrupted_run_resumes_to_the_same_gradebook(tmp_path, released, gr
                 "--exercises", str(released), "--jobs", str(jobs), "--timeout", "12", "--memory", "2", "--max-output", "1"]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(command(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     state = out.with_name("gradebook.graded.jsonl")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not state.exists() or len(state.read_text().splitlines()) < 3):
         time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    done_before = len(state.read_text().splitlines())
-    assert 3 <= done_before < 13, "the grader should have been stopped part way"
+    process.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGKILL)
+    _, stderr = process.communicate(timeout=90)
+    if stop == "ctrl-c":
+        assert process.returncode == 130 and "run the same command again to go on" in stderr, stderr
+    saved = state.read_text()
+    done_before = len(saved.splitlines())
+    assert 3 <= done_before < 14, "the grader should have been stopped part way"
+    # a notebook cut short by the stop is not saved as a crash (frank's kernel does die, by his own hand)
+    assert all("kernel died" not in line for line in saved.splitlines() if '"frank/' not in line)
     resumed = subprocess.run(command(2), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{done_before} already graded, {13 - done_before} to grade" in resumed.stderr
-    expected = (root / "grades" / "gradebook.csv").read_text().replace(str(root / "submissions"), "")
-    assert out.read_text().replace(str(tmp_path / "submissions"), "") == expected
+    assert f"{done_before} already graded, {14 - done_before} to grade" in resumed.stderr
+    expected = (root / "grades" / "gradebook.csv").read_text()
+    assert out.read_text() == expected
+
+
+def test_resume_state_survives_a_line_cut_short(tmp_path):
+    from minivdm.course.gradebook import read_state
+
+    state = tmp_path / "g.graded.jsonl"
+    whole = '{"file": "a.ipynb", "key": "k1", "rows": [{"student": "a", "exercise": "91", "check": "check 1", ' \
+            '"title": "t", "status": "passed", "message": "", "file": "a.ipynb"}]}'
+    state.write_text(whole + "\n" + whole.replace("a.ipynb", "b.ipynb")[:70])
+    read = read_state(state)
+    assert list(read) == ["a.ipynb"] and read["a.ipynb"][0] == "k1" and read["a.ipynb"][1][0].status == "passed"
 
 
 def test_grade_refuses_bad_arguments(tmp_path, released):
@@ -272,3 +316,28 @@ def test_grade_refuses_bad_arguments(tmp_path, released):
         main(["grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv")])
     with pytest.raises(SystemExit):
         main(["grade", str(tmp_path / "submissions"), "--out", str(tmp_path / "g.txt")])
+
+
+def test_both_layouts_and_the_names_a_notebook_may_have(tmp_path, monkeypatch):
+    from minivdm.course import submissions as submissions_module
+    from minivdm.course.submissions import exercise_named_by, find_submissions
+
+    names = ["01_diffusion_basics", "02_stable_diffusion"]
+    assert exercise_named_by("01_diffusion_basics", names) == "01_diffusion_basics"
+    assert exercise_named_by("01 v-param (1)", names) == "01_diffusion_basics"
+    assert exercise_named_by("2-guidance", names) == "02_stable_diffusion"
+    assert exercise_named_by("homework", names) is None and exercise_named_by("03_x", names) is None
+    for relative in ("alice/01_diffusion_basics.ipynb", "alice/sub/02 guidance.ipynb", "bob__02_stable_diffusion.ipynb",
+                     "alice/.ipynb_checkpoints/01_diffusion_basics-checkpoint.ipynb", ".hidden/x.ipynb",
+                     "alice/notes.txt", "noname.ipynb", "__01_diffusion_basics.ipynb", "carol/big.ipynb"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("{}" if "big" not in relative else "x" * 100)
+    monkeypatch.setattr(submissions_module, "MAX_NOTEBOOK_BYTES", 50)
+    found, unnamed = find_submissions(tmp_path, names)
+    assert [(s.student, s.relative_path, s.named_exercise) for s in found] == [
+        ("alice", "alice/01_diffusion_basics.ipynb", "01_diffusion_basics"),
+        ("alice", "alice/sub/02 guidance.ipynb", "02_stable_diffusion"),
+        ("bob", "bob__02_stable_diffusion.ipynb", "02_stable_diffusion"),
+        ("carol", "carol/big.ipynb", None)]
+    assert "MiB, more than any exercise notebook" in found[3].problem and not found[0].problem
+    assert unnamed == ["__01_diffusion_basics.ipynb", "noname.ipynb"]

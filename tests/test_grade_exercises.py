@@ -103,3 +103,22 @@ def test_failed_checks_carry_their_teaching_message(graded):
         assert row["message"] in (root / "gradebook.reports" / f"{student}.md").read_text()
     idle = [r for r in rows if r["student"] == "idle" and r["exercise"] == "01_diffusion_basics" and r["check"] != "notebook"]
     assert all("is not written yet: replace the `raise NotImplementedError`" in r["message"] for r in idle)
+
+
+def test_tampering_flags_rebound_references_and_helpers_but_no_solution():
+    from minivdm.course.tampering import rebindings
+
+    exercises = released_exercises(ROOT / "exercises")
+    for name, exercise in exercises.items():  # no false alarm on the course's own answers
+        assert rebindings(nbformat.read(ROOT / "solutions" / f"{name}.ipynb", as_version=4), exercise.sources,
+                          exercise.protected) == [], name
+    exercise = exercises["01_diffusion_basics"]
+    notebook = nbformat.read(ROOT / "solutions" / "01_diffusion_basics.ipynb", as_version=4)
+    cheats = ["reference.v_from_x0_eps = v_from_x0_eps", "check_function_output = lambda *args, **kwargs: None",
+              "setattr(reference, 'ddim_step', None)", "c.check_close = print", "from my_answers import reference",
+              "def check_function_output(*args, **kwargs):\n    pass", "del reference"]
+    honest = ["torch.backends.cudnn.deterministic = True", "x = reference.v_from_x0_eps(x0, eps, alpha, sigma)",
+              "import minivdm.course.checks as c", "%time y = 1", "schedule = CosineSchedule()"]
+    notebook.cells[4].source += "\n" + "\n".join(cheats + honest)
+    found = [item.text for item in rebindings(notebook, exercise.sources, exercise.protected)]
+    assert found == [cheat.split("\n")[0] for cheat in cheats], found

@@ -36,6 +36,8 @@ class CheckCell:
 class ReleasedExercise:
     name: str  # "01_diffusion_basics"
     checks: tuple[CheckCell, ...]
+    sources: frozenset[str] = frozenset()    # every code cell as released (normalized)
+    protected: frozenset[str] = frozenset()  # names it imports from minivdm: the checks' references and helpers
 
     @property
     def number(self) -> str:
@@ -44,7 +46,7 @@ class ReleasedExercise:
     @property
     def fingerprint(self) -> str:
         """Changes when any check changes: results graded against other checks are not reused."""
-        text = "\n\0".join(f"{check.cell_id}\n{check.source}" for check in self.checks)
+        text = "\n\0".join([*(f"{check.cell_id}\n{check.source}" for check in self.checks), *sorted(self.protected)])
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -68,7 +70,10 @@ def released_exercise(path: Path) -> ReleasedExercise:
                 raise ValueError(f"{path}: a check cell has no cell id (nbformat >= 4.5 notebooks have them)")
             checks.append(CheckCell(len(checks) + 1, cell.id, title + (f" ({under_title})" if under_title > 1 else ""),
                                     normalized(cell.source)))
-    return ReleasedExercise(Path(path).stem, tuple(checks))
+    from minivdm.course.tampering import minivdm_imports
+
+    sources = frozenset(normalized(cell.source) for cell in notebook.cells if cell.cell_type == "code")
+    return ReleasedExercise(Path(path).stem, tuple(checks), sources, minivdm_imports(notebook.cells))
 
 
 def released_exercises(folder: Path) -> dict[str, ReleasedExercise]:

@@ -25,12 +25,14 @@ def student_report(student: str, rows: list[Row], summary: dict[str, str]) -> st
         for row in (row for row in mine if row.check == NOTEBOOK):
             lines += [f"**{row.status}**: {row.message}", ""]
         checks = [row for row in mine if row.check != NOTEBOOK]
-        if checks:
-            lines += ["| check | section | result |", "|---|---|---|"]
-            lines += [f"| {row.check} | {row.title.replace('|', '/')} | {row.status} |" for row in checks]
-            lines.append("")
+        if all(row.status == "not graded" for row in checks):  # missing, unreadable, another exercise: said above
+            lines += [f"None of its {len(checks)} checks could be graded.", ""]
+            continue
+        lines += ["| check | section | result |", "|---|---|---|"]
+        lines += [f"| {row.check} | {row.title.replace('|', '/')} | {row.status} |" for row in checks]
+        lines.append("")
         for row in checks:
-            if row.status not in ("passed",) and row.message:
+            if row.status != "passed" and row.message:
                 lines += [f"### {row.check} ({row.status}): {row.title}", "", "```text", row.message, "```", ""]
     return "\n".join(lines)
 

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,10 +304,48 @@ async def _grade_all(folder: Path, pending: list[tuple[Submission, str]], exerci
                 if alone or all(item[0].relative_path != submission.relative_path for item in suspects):
                     on_done(submission, key, rows)
 
-        await asyncio.gather(*(one(submission, key, alone=jobs == 1) for submission, key in pending))
+        outcomes = await asyncio.gather(*(one(submission, key, alone=jobs == 1) for submission, key in pending),
+                                        return_exceptions=True)  # one failure must not orphan the other kernels
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            raise failures[0]
         unique = list({item[0].relative_path: item for item in suspects}.values())
         for submission, key in unique:
             await one(submission, key, alone=True)
+
+
+def run_stoppable(make_coroutine) -> None:
+    """Run the grading loop in a thread of its own, so that Ctrl-C reaches this thread (nbclient would
+    otherwise take SIGINT to shut the kernels down, and a notebook stopped that way would be saved as
+    "kernel died"). On Ctrl-C the loop is cancelled (the kernels are shut down, and nothing unfinished is
+    saved) and KeyboardInterrupt is raised here."""
+    loop = asyncio.new_event_loop()
+    task: list[asyncio.Task] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        task.append(loop.create_task(make_coroutine()))
+        try:
+            loop.run_until_complete(task[0])
+        except BaseException as error:  # noqa: BLE001 - handed to the calling thread
+            failure.append(error)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=target, name="minivdm-grade", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        if task:
+            loop.call_soon_threadsafe(task[0].cancel)
+        thread.join(60)
+        raise
+    if failure:
+        raise failure[0]
 
 
 def grade_folder(submissions_dir: str | Path, out: str | Path, *, exercises_dir: str | Path | None = None,
@@ -336,7 +375,7 @@ def grade_folder(submissions_dir: str | Path, out: str | Path, *, exercises_dir:
         else:
             pending.append((submission, key))
     reused = len(graded)
-    log(f"{len(submissions)} notebooks from {len({s.student for s in submissions})} students in {folder}: "
+    log(f"{len(submissions)} notebooks from {len({s.student for s in submissions})} student(s) in {folder}: "
         f"{reused} already graded, {len(pending)} to grade with {jobs} job(s) (limits: {limits.describe()})")
     paths.state.parent.mkdir(parents=True, exist_ok=True)
 
@@ -348,11 +387,17 @@ def grade_folder(submissions_dir: str | Path, out: str | Path, *, exercises_dir:
         log(f"graded {len(graded) - reused}/{len(pending)}: {submission.relative_path}: "
             f"{sum(row.status == 'passed' for row in checks)}/{len(checks)} checks passed"
             f"{' (' + ', '.join(problems) + ')' if problems else ''}")
-        write_outputs(paths, assemble(submissions, unnamed, graded, exercises), weights)
+        try:
+            write_outputs(paths, assemble(submissions, unnamed, graded, exercises), weights)
+        except ValueError as error:  # weights that miss an exercise told by content: said again at the end
+            log(f"the gradebook is not written until this is fixed: {error}")
 
-    write_outputs(paths, assemble(submissions, unnamed, graded, exercises), weights)  # fails early on bad weights
+    for name in sorted({s.named_exercise for s in submissions if s.named_exercise} if weights is not None else ()):
+        for check in exercises[name].checks:  # refuse weights that miss a named exercise before grading
+            points_of(Row("", name, check_label(check.number), "", "passed", "", ""), weights)
+    write_outputs(paths, assemble(submissions, unnamed, graded, exercises), weights)
     if pending:
-        asyncio.run(_grade_all(folder, pending, exercises, limits, jobs, paths.quarantine, on_done))
+        run_stoppable(lambda: _grade_all(folder, pending, exercises, limits, jobs, paths.quarantine, on_done))
     rows = assemble(submissions, unnamed, graded, exercises)
     write_outputs(paths, rows, weights)
     # keep one line per current submission, so the state does not grow with every run

@@ -5,7 +5,7 @@ The notebook that runs is the submission with its check cells set to the release
 (``notebook_run``). Every outcome becomes rows of the gradebook: one per check of the exercise, plus one
 "notebook" row for anything that happened to the notebook as a whole (it ran past its time, its kernel
 died, it printed too much, it tried the network, ran out of memory, was unreadable, was another
-exercise). Messages name cells as Jupyter users see them: ``cell 7 (starts `while True:`)``.
+exercise, rebinds what its checks rely on). Messages name cells as Jupyter users see them: ``cell 7 (starts `while True:`)``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from minivdm.course.check_cells import (CheckInSubmission, ReleasedExercise, exe
                                         with_released_checks)
 from minivdm.course.notebook_run import CellOutcome, Limits, NotebookRun, run_notebook
 from minivdm.course.submissions import Submission
+from minivdm.course.tampering import rebindings
 
 NOTEBOOK = "notebook"  # the `check` of a row about the whole notebook
 CHECK_STATUSES = ("passed", "failed", "modified", "not reached", "not graded")
@@ -174,6 +175,8 @@ async def grade_submission(submission: Submission, exercises: dict[str, Released
     """Every row for one submitted notebook. Never raises for anything the notebook holds or does."""
     student, file = submission.student, submission.relative_path
     try:
+        if submission.problem:
+            raise ValueError(submission.problem)
         notebook = read_notebook(submission.content)
     except ValueError as error:
         name = submission.named_exercise
@@ -190,6 +193,7 @@ async def grade_submission(submission: Submission, exercises: dict[str, Released
                 *rows_for_every_check(submission, student, exercise, "not graded", "handed in as another exercise")]
     found = find_checks(notebook, exercise)
     graded = with_released_checks(notebook, found)
+    suspicious = rebindings(notebook, exercise.sources, exercise.protected)
     workdir = Path(tempfile.mkdtemp(prefix="minivdm-grade-", dir=scratch))
     try:
         nbformat.write(graded, workdir / Path(file).name)  # its folder holds a copy of it, as Jupyter's would
@@ -198,7 +202,14 @@ async def grade_submission(submission: Submission, exercises: dict[str, Released
         else:
             run = NotebookRun(outcomes={})
         rows = [_check_row(student, exercise, submission, item, graded, run, limits, workdir) for item in found]
-        return rows + _notebook_rows(student, exercise, submission, graded, run, limits, workdir)
+        rows += _notebook_rows(student, exercise, submission, graded, run, limits, workdir)
+        if suspicious:
+            lines = "; ".join(f"cell {item.cell_index + 1} line {item.line}: `{item.text}`" for item in suspicious[:5])
+            rows.append(Row(student, exercise.name, NOTEBOOK, "", "check tampering",
+                            f"this notebook rebinds what the checks compare against or check with ({lines}"
+                            f"{'; ...' if len(suspicious) > 5 else ''}): its checks may pass for that reason alone. "
+                            f"The grades stand until someone reads it.", file))
+        return rows
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

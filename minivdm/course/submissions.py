@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLAT_SEPARATOR = "__"
+MAX_NOTEBOOK_BYTES = 64 << 20  # an exercise notebook with its figures is well under 10 MiB
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Submission:
     relative_path: str    # the file, relative to the submissions folder (how rows and reports name it)
     content: bytes
     named_exercise: str | None  # the exercise its file name names, None when it names none
+    problem: str = ""           # why its content could not be read ("" when it was)
 
     @property
     def sha256(self) -> str:
@@ -69,6 +71,14 @@ def find_submissions(folder: Path, exercise_names: list[str]) -> tuple[list[Subm
             stem = rest
         else:
             student, stem = relative.parts[0], path.stem
-        submissions.append(Submission(student.strip(), path, relative.as_posix(), path.read_bytes(),
-                                      exercise_named_by(stem, exercise_names)))
+        content, problem = b"", ""
+        try:
+            if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+                problem = f"the file is {path.stat().st_size / (1 << 20):.0f} MiB, more than any exercise notebook"
+            else:
+                content = path.read_bytes()
+        except OSError as error:
+            problem = f"the file could not be read ({type(error).__name__}: {error.strerror or error})"
+        submissions.append(Submission(student.strip(), path, relative.as_posix(), content,
+                                      exercise_named_by(stem, exercise_names), problem))
     return submissions, unnamed
