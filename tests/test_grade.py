@@ -273,12 +273,17 @@ def test_an_interrupted_run_resumes_to_the_same_gradebook(tmp_path, released, gr
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    state = out.with_name("gradebook.graded.jsonl")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not state.exists() or len(state.read_text().splitlines()) < 3):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGKILL)
-    _, stderr = process.communicate(timeout=90)
+    try:
+        state = out.with_name("gradebook.graded.jsonl")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not state.exists() or len(state.read_text().splitlines()) < 3):
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGKILL)
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:  # never leave a grader running behind a failed test
+            process.kill()
+            process.wait()
     if stop == "ctrl-c":
         assert process.returncode == 130 and "run the same command again to go on" in stderr, stderr
     saved = state.read_text()

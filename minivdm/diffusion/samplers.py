@@ -159,13 +159,16 @@ def _scalars(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
 def sample(model_fn: ModelFn, z_start: torch.Tensor, schedule: NoiseSchedule, times: torch.Tensor, *,
            sampler: str = "ddim", prediction_type: str = "v", eta: float = 0.0,
            clip_x0: bool = False, generator: torch.Generator | None = None, progress: bool = True,
-           trajectory: list | None = None, step_ends: torch.Tensor | None = None) -> torch.Tensor:
+           trajectory: list | None = None, step_ends: torch.Tensor | None = None,
+           step_callback: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Run a sampler from z_start at times[0] down to times[-1] (usually pure noise at 1 to data at 0).
 
     ``sampler`` is "ddim" (alpha/sigma form, any eta), "ddim_angular" (rotation form, eta = 0) or
     "ddpm". ``clip_x0`` clamps each x_hat to [-1, 1]. If ``trajectory`` is a list, every
     intermediate z is appended to it. Step i goes from times[i] to times[i + 1], or to
     ``step_ends[i]`` when given (diffusers' DDIMScheduler: see ``NoiseSchedule.ddim_times``).
+    ``step_callback(i, z)``, when given, returns the z that step i + 1 starts from (a method that edits
+    the latents between steps, e.g. Text2Video-Zero's background smoothing).
     """
     check_image_or_video(z_start, "z_start")
     check_finite(z_start, "z_start")
@@ -199,6 +202,8 @@ def sample(model_fn: ModelFn, z_start: torch.Tensor, schedule: NoiseSchedule, ti
             z = ddim_step_angular(z, v_hat, schedule.phi(t).to(z), schedule.phi(s).to(z))
         else:
             z = ddpm_step(z, prediction, alpha_t, sigma_t, alpha_s, sigma_s, prediction_type, noise, clip_x0)
+        if step_callback is not None:
+            z = step_callback(index, z)
         if trajectory is not None:
             trajectory.append(z)
     return z
