@@ -138,13 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
     generate.add_argument("--steps", type=positive_int, default=50)
     generate.add_argument("--guidance", type=float, default=None, help="default 7.5 for images, 9 for videos")
-    generate.add_argument("--frames", type=positive_int, default=16, help="video configs: number of frames")
+    generate.add_argument("--frames", type=positive_int, default=16, help="video configs and text2video-zero: number of frames")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
+    generate.add_argument("--method", choices=["text2video-zero"], default=None,
+                          help="text2video-zero: a video from an image checkpoint (sd15, sd14), no training")
+    generate.add_argument("--motion", default=None,
+                          help="text2video-zero: right, left, up, down, or dx,dy (the global motion's direction)")
+    generate.add_argument("--motion-strength", type=float, default=None,
+                          help="text2video-zero: lambda, latent pixels per frame (default 1.5)")
 
     exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
@@ -253,6 +259,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
 
         options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,  # noqa: C408
                        height=args.height, width=args.width, check_config=not args.no_config_check)
+        if args.method != "text2video-zero" and (args.motion is not None or args.motion_strength is not None):
+            parser.error("generate: --motion and --motion-strength belong to --method text2video-zero")
+        if args.method == "text2video-zero":
+            from minivdm.full_scale import generate_zero_shot_video
+
+            motion = args.motion or "right"
+            motion = motion if "," not in motion else motion.split(",")
+            strength = 1.5 if args.motion_strength is None else args.motion_strength
+            print(generate_zero_shot_video(args.config, args.prompt, args.out, motion=motion,
+                                           motion_strength=strength, guidance_scale=args.guidance or 7.5,
+                                           num_frames=args.frames, **options))
+            return 0
         if args.config in VIDEO_CONFIGS:
             print(generate_video(args.config, args.prompt, args.out, guidance_scale=args.guidance or 9.0,
                                  num_frames=args.frames, **options))

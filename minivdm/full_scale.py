@@ -106,3 +106,39 @@ def generate_video(config_name: str, prompt: str, out: str | Path, *, weights: s
                           num_steps=steps, guidance_scale=guidance_scale, height=height, width=width,
                           generator=torch.Generator().manual_seed(seed))
     return write_video(out, video[0].cpu(), fps=fps)
+
+
+def text2video_zero_steps(steps: int) -> tuple[int, int]:
+    """(start_index, delta_t) at diffusers' defaults (t1 = 47, t0 = 44 of 50 steps), kept inside shorter runs."""
+    t1 = max(0, min(47, steps - 2))
+    t0 = max(0, t1 - 3)
+    return steps - t1 - 1, t1 - t0
+
+
+def generate_zero_shot_video(config_name: str, prompt: str, out: str | Path, *, motion="right",
+                             motion_strength: float = 1.5, weights: str | None = None, steps: int = 50,
+                             guidance_scale: float = 7.5, num_frames: int = 8, seed: int = 0, device: str | None = None,
+                             dtype: str = "fp16", height: int | None = None, width: int | None = None, fps: int = 4,
+                             check_config: bool = True) -> Path:
+    """Text2Video-Zero with an image checkpoint (sd15, sd14): our U-Net with cross-frame attention, the
+    latent motion dynamics (``motion_strength`` = lambda, latent pixels per frame), .mp4 or .gif."""
+    from minivdm.io.video_files import write_video
+    from minivdm.methods.text2video_zero import frame_shifts, text2video_zero_latents
+    from minivdm.methods.text_to_image import latent_size, load_components
+    from minivdm.methods.text_to_video import decode_frames
+
+    if config_name not in IMAGE_CONFIGS:
+        raise ValueError(f"text2video-zero turns an image model into a video model: --config must be one of "
+                         f"{sorted(IMAGE_CONFIGS)}, got {config_name!r}")
+    shifts = frame_shifts(num_frames, motion, motion_strength)
+    unet, vae, text_encoder, tokenizer, settings = load_checked_components(
+        config_name, IMAGE_CONFIGS, IMAGE_HF_IDS, load_components, weights=weights, device=device, dtype=dtype,
+        check_config=check_config)
+    start_index, delta_t = text2video_zero_steps(steps)
+    latents = text2video_zero_latents(unet, text_encoder, tokenizer, settings, prompt, num_frames=num_frames,
+                                      shifts=shifts, delta_t=delta_t, start_index=start_index, num_steps=steps,
+                                      guidance_scale=guidance_scale, latent_hw=latent_size(unet, vae, height, width),
+                                      generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        video = decode_frames(vae, latents)
+    return write_video(out, video[0].clamp(-1, 1).cpu(), fps=fps)

@@ -218,3 +218,37 @@ def test_toy_ablation_rows_share_prompts_and_noise():
     assert torch.equal(codes["both"], codes["motion only"])  # cross-frame attention acts only after the codes
     assert video_caption("a blue square and a green triangle", "up") == \
         "a blue square moving up and a green triangle moving up"
+
+
+def test_generate_command_writes_the_video_our_pipeline_makes(tiny_sd, tmp_path, capsys):
+    from minivdm.__main__ import main
+    from minivdm.full_scale import text2video_zero_steps
+    from minivdm.io.video_files import read_video
+    from minivdm.methods.text_to_image import load_components
+    from minivdm.methods.text_to_video import decode_frames
+
+    root, _ = tiny_sd
+    out = tmp_path / "clip.gif"
+    assert main(["generate", "--config", "sd15", "--method", "text2video-zero", "--motion", "left", "--frames", "4",
+                 "--prompt", "a red circle", "--weights", str(root), "--out", str(out), "--steps", "5", "--seed", "3",
+                 "--device", "cpu", "--no-config-check"]) == 0
+    written = read_video(out)
+    unet, vae, text_encoder, tokenizer, settings = load_components(root)
+    start_index, delta_t = text2video_zero_steps(5)
+    latents = text2video_zero_latents(unet, text_encoder, tokenizer, settings, "a red circle", num_frames=4,
+                                      shifts=frame_shifts(4, "left", 1.5), delta_t=delta_t, start_index=start_index,
+                                      num_steps=5, generator=torch.Generator().manual_seed(3))
+    expected = decode_frames(vae, latents)[0].clamp(-1, 1)
+    assert written.shape == expected.shape == (3, 4, 16, 16)
+    assert (written - expected).abs().mean() < 0.02  # 8-bit colours with a palette: close, not equal
+    assert text2video_zero_steps(50) == (2, 3)  # diffusers' t1 = 47, t0 = 44 of 50 steps
+    # an image model is needed, and the motion options belong to the method
+    assert main(["generate", "--config", "modelscope-t2v", "--method", "text2video-zero", "--prompt", "x",
+                 "--weights", str(root), "--out", str(tmp_path / "x.gif"), "--device", "cpu"]) == 2
+    assert "--config must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--config", "sd15", "--motion", "left", "--prompt", "x", "--out", str(tmp_path / "x.png")])
+    assert main(["generate", "--config", "sd15", "--method", "text2video-zero", "--motion", "1,2,3", "--prompt", "x",
+                 "--weights", str(root), "--out", str(tmp_path / "x.gif"), "--device", "cpu",
+                 "--no-config-check"]) == 2
+    assert "two finite numbers" in capsys.readouterr().err
