@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--image-model", default=None,
                      help="toy text-to-image folder to inflate into the first stage (default: the shipped one); "
                           "'none' trains from random weights")
+    vdm.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the steps run (default cpu)")
+    vdm.add_argument("--batch-size", type=positive_int, default=None,
+                     help="override the recipe's clips per step (part of the run: a checkpoint of another is refused)")
+    vdm.add_argument("--max-minutes", type=float, default=None,
+                     help="wall-clock budget of the training steps: when it runs out, checkpoint and write the model "
+                          "so far; the same command goes on from the checkpoint, with any budget")
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
@@ -219,6 +225,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
     if args.command == "train-vdm":
         import dataclasses
 
+        import torch
+
+        # refused before the data is drawn and the models loaded, minutes that a wrong option would waste
+        if args.device == "cuda" and not torch.cuda.is_available():
+            parser.error("train-vdm: --device cuda, but no CUDA device is visible (torch.cuda.is_available() is "
+                         "False); use --device cpu")
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-vdm: --max-minutes must be a number of minutes > 0, got {args.max_minutes}")
+
         from minivdm.models.vdm_unet import VIDEO_ONLY_PARAMETERS
         from minivdm.toy.vdm import (TEXT_ENCODER_PARAMETERS, TOY_VDM_ANNEAL, TOY_VDM_TRAIN, WORD_EMBEDDINGS,
                                      train_toy_vdm)
@@ -237,11 +252,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         options = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}
         if args.image_model is not None:
             options["image_model"] = None if args.image_model == "none" else args.image_model
+        if args.batch_size is not None:
+            options["batch_size"] = args.batch_size
         print(train_toy_vdm(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
                             init_from=args.anneal_from or args.continue_from, command=command,
                             temporal_text_modulation=args.temporal_text_modulation,
                             high_noise_fraction=args.high_noise_fraction, high_noise_band=tuple(args.high_noise_band),
-                            **options))
+                            device=args.device, max_minutes=args.max_minutes, **options))
         return 0
     if args.command == "train-toy-clip":
         from minivdm.toy.clip import train_toy_clip

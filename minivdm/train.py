@@ -12,7 +12,8 @@ state it replaces is kept as ``previous.pt``. ``train`` called again with the sa
 from the last step it saved, reproducing the uninterrupted run exactly, even after a kill -9. Should
 ``last.pt`` still be unreadable (cut short by a crash of the machine or a full disk), the run resumes
 from ``previous.pt`` and replays the steps in between, with a warning. A finished run can be extended
-by calling it again with a larger ``steps``.
+by calling it again with a larger ``steps``. A run given ``max_seconds`` (a wall-clock budget) stops after
+the first step that ends past it, writing a checkpoint there, so that a later call goes on from it.
 
 A checkpoint directory belongs to one run. Its state records what defines that run, and a call whose
 run differs is refused by name rather than continued: the model's parameter names, shapes and dtypes,
@@ -112,6 +113,8 @@ class TrainResult:
     seconds: float  # training time of all segments of a resumed run, not only the last
     resumed_from: int  # 0 for a fresh run
     is_main_process: bool = True  # under a multi-process launch, the one process that writes files
+    steps_done: int = 0  # the step the run reached: config.steps, or fewer when max_seconds stopped it
+    stopped_early: bool = False  # max_seconds ran out before config.steps
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -296,17 +299,36 @@ def _loss_generator(generator: torch.Generator, seed: int, step: int, process_in
     return torch.Generator().manual_seed((seed << 40) + (step << 10) + process_index)
 
 
+def _out_of_time(started: float, max_seconds: float | None, accelerator) -> bool:
+    """Whether this call has run past ``max_seconds``. On several processes the clocks differ, so the
+    stop is agreed on (any process out of time stops all): one stopping alone would leave the others
+    waiting forever for its gradients."""
+    if max_seconds is None:
+        return False
+    out = time.perf_counter() - started > max_seconds
+    if accelerator.num_processes == 1:
+        return out
+    return accelerator.reduce(torch.tensor(float(out), device=accelerator.device), reduction="sum").item() > 0
+
+
 def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], Any],
           loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], torch.Tensor], config: TrainConfig,
           checkpoint_dir: str | Path | None = None, *, run_description: dict[str, Any] | None = None,
-          progress: bool = True, device: str = "cpu") -> TrainResult:
+          progress: bool = True, device: str = "cpu", max_seconds: float | None = None) -> TrainResult:
     """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir`` if it holds a state.
 
     ``run_description`` (JSON values) names what defines the run beyond ``config`` and the model's
     layout, e.g. ``{"recipe": "chapter01-denoiser", "prediction_type": "v", "dataset_size": 20000}``:
     a checkpoint written with another description is refused.
     ``device`` is "cpu" or "cuda" (under ``accelerate launch`` each process takes its own GPU).
+    ``max_seconds`` is a wall-clock budget for this call's training steps (loading and preparing not
+    counted): after the first step that ends past it the state is checkpointed and the run stops, with
+    ``steps_done`` < ``config.steps`` and ``stopped_early`` set. It is a stopping rule, not part of the
+    run: a later call may resume with another budget, or none.
     """
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not max_seconds >= 0):
+        raise ValueError(f"max_seconds must be a number of seconds >= 0, or None for no limit, got {max_seconds!r}")
     try:
         described = _as_json(dict(run_description or {}))
     except (TypeError, ValueError) as error:
@@ -362,6 +384,7 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     model.train()
     started = time.perf_counter()
     window: list[float] = []
+    steps_done, stopped_early = start_step, False
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc="train",
                disable=not (progress and accelerator.is_main_process))
     for step in bar:
@@ -380,13 +403,21 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
             losses.append(sum(window) / len(window))
             window = []
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            write_checkpoint(step + 1)
+        steps_done = step + 1
+        checkpointed = steps_done % config.checkpoint_every == 0 or steps_done == config.steps
+        if checkpointed:
+            write_checkpoint(steps_done)
+        if steps_done < config.steps and _out_of_time(started, max_seconds, accelerator):
+            if not checkpointed:  # else the steps since the last checkpoint would be lost
+                write_checkpoint(steps_done)
+            stopped_early = True
+            break
+    bar.close()
     model.eval()
     ema_model.eval()
     accelerator.free_memory()
     return TrainResult(model, ema_model, losses, earlier_seconds + time.perf_counter() - started, start_step,
-                       accelerator.is_main_process)
+                       accelerator.is_main_process, steps_done, stopped_early)
 
 
 def describe(config: TrainConfig) -> str:

@@ -155,6 +155,7 @@ def test_joint_denoising_starts_from_warped_renoised_codes():
     (dict(num_frames=1, shifts=None), "num_frames >= 2"),
     (dict(delta_t=6), "start_index \\+ delta_t <= 5"),
     (dict(start_index=-1), "0 <= start_index"),
+    (dict(shifts=None, start_index=1), "fresh noise, which is a sample of x_T only at the sampler's first time"),
     (dict(shifts=torch.zeros(4, 2)), "shifts must be \\(B, m, 2\\) for B = 1 videos of m = 3 frames"),
     (dict(background_masks=torch.ones(3, 1, 4, 4)), "with H, W = 8, 8"),
     (dict(background_masks=torch.ones(2, 1, 8, 8)), "background masks must be \\(B, m, 1, H, W\\) for B = 1"),
@@ -209,8 +210,9 @@ def test_toy_ablation_rows_share_prompts_and_noise():
     model, tokenizer = load_text_to_image()
     captions, directions = ["a red circle", "a blue square and a green triangle"], ["right", "up"]
     codes = {}
-    for name, settings in {"both": ToyT2VZSettings(num_frames=3, num_steps=4, delta_t=1),
-                           "motion only": ToyT2VZSettings(num_frames=3, num_steps=4, delta_t=1, cross_frame=False)}.items():
+    for name, settings in {"both": ToyT2VZSettings(num_frames=3, num_steps=4, start_index=1, delta_t=1),
+                           "motion only": ToyT2VZSettings(num_frames=3, num_steps=4, start_index=1, delta_t=1,
+                                                          cross_frame=False)}.items():
         captured = []
         video = toy_text2video_zero(model, tokenizer, captions, directions, settings=settings, seed=5, first_frames=captured)
         assert video.shape == (2, 3, 3, 32, 32) and video.abs().max() <= 1

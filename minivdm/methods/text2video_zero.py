@@ -179,6 +179,9 @@ def text2video_zero(model_fn: Callable, z_T: torch.Tensor, schedule: NoiseSchedu
                          f"delta_t={delta_t}")
     if renoise_with not in RENOISE:
         raise ValueError(f"renoise_with must be one of {RENOISE}, got {renoise_with!r}")
+    if shifts is None and start_index > 0:
+        raise ValueError(f"without the motion dynamics (shifts=None) frames 2..m start from fresh noise, which is a "
+                         f"sample of x_T only at the sampler's first time: give start_index=0, got {start_index}")
     if shifts is not None:
         shifts = _per_video(shifts, videos, frames, "shifts", "B, m, 2")
         if shifts.shape[2:] != (2,):
@@ -199,7 +202,7 @@ def text2video_zero(model_fn: Callable, z_T: torch.Tensor, schedule: NoiseSchedu
 
     warp_index = start_index + delta_t
     x_T1 = run(z_T, 0, start_index)                         # frame 1 at T (the joint denoising's start)
-    x_Tprime1 = run(x_T1, start_index, warp_index)          # ... and at T' = T - delta_t
+    x_Tprime1 = run(x_T1, start_index, warp_index) if shifts is not None else None  # ... and at T' = T - delta_t
     if shifts is not None:
         warped = translate(x_Tprime1.repeat_interleave(frames - 1, dim=0), shifts[:, 1:].reshape(-1, 2))
         noise = torch.randn(warped.shape, generator=generator, dtype=warped.dtype).to(warped.device)

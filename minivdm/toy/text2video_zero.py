@@ -20,13 +20,22 @@ TOY_DIRECTIONS = ("right", "left", "up", "down")
 
 @dataclass(frozen=True)
 class ToyT2VZSettings:
-    """One row of the ablation. ``strength`` is lambda in pixels per frame, ``delta_t`` in DDIM steps."""
+    """One row of the ablation. ``strength`` is lambda in pixels per frame; ``start_index`` (where x_T^1 is taken,
+    the joint denoising's start T) and ``delta_t`` (T -> T') count DDIM steps from pure noise. Without the motion
+    dynamics every frame starts from its own pure noise (start_index 0: that is what x_T is there).
+
+    Why T is 10 of 25 steps (t = 0.6) and not pure noise: re-noising the warped x_{T'}^1 back to T keeps
+    sqrt(abar_T) of it, and this pixel-space cosine schedule has sqrt(abar) = 5e-5 at t = 1, 0.13 at step 2 and
+    0.59 at step 10. SD's T (diffusers' t1 = 941 of 1000) keeps about 0.1 of a latent that already fixes the
+    layout; a 32 x 32 pixel image decides its layout later, so T must be later (the sweeps in
+    bench/toy_text2video_zero.py measure it)."""
 
     motion: bool = True
     cross_frame: bool = True
     smoothing: bool = False
-    strength: float = 1.5
-    delta_t: int = 6
+    strength: float = 1.0
+    start_index: int = 10
+    delta_t: int = 3
     num_frames: int = 8
     num_steps: int = 25
     guidance_scale: float = 3.0
@@ -80,6 +89,7 @@ def toy_text2video_zero(model: ToyTextToImage, tokenizer, captions: list[str], d
     def run(masks=None, capture=None):
         return text2video_zero(model_fn, z_T, TEXT_TO_IMAGE_SCHEDULE, times, num_frames=settings.num_frames,
                                shifts=shifts if settings.motion else None, delta_t=settings.delta_t,
+                               start_index=settings.start_index if settings.motion else 0,
                                attention_model=model.unet if settings.cross_frame else None, prediction_type="v",
                                background_masks=masks, generator=torch.Generator().manual_seed(seed + 1),
                                first_frames=capture).clamp(-1, 1)

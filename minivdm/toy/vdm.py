@@ -38,6 +38,7 @@ from minivdm.models.vdm_unet import POOLED_TEXT_PARAMETERS, VDMUNet, VDMUNetConf
 from minivdm.toy import DATA_DIR, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, load_text_to_image
 from minivdm.train import TrainConfig, describe, save_weights, train
+from minivdm.validation import check_positive_int
 
 TOY_VDM_DIR = DATA_DIR / "toy_vdm"
 TOY_VDM_SCHEDULE = CosineSchedule(logsnr_max=20.0, logsnr_min=-20.0)
@@ -96,7 +97,8 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
                   batch_size: int = TOY_VDM_BATCH_SIZE, checkpoint_dir: str | Path | None = None,
                   init_from: str | Path | None = None, image_model: str | Path | None = TEXT_TO_IMAGE_DIR,
                   temporal_text_modulation: bool = False, high_noise_fraction: float = 0.0,
-                  high_noise_band: tuple[float, float] = (0.85, 1.0), command: str = "") -> Path:
+                  high_noise_band: tuple[float, float] = (0.85, 1.0), command: str = "", device: str = "cpu",
+                  max_minutes: float | None = None) -> Path:
     """Train the toy text-to-video VDM and write its folder (vdm.safetensors, text_encoder/, tokenizer/).
 
     ``init_from`` starts from the weights of a folder this function wrote (a second stage); otherwise
@@ -108,7 +110,15 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
     ``high_noise_fraction`` of the clips draw t uniformly in ``high_noise_band`` instead of [0, 1]:
     the motion direction of a sample is decided at high noise (``bench/toy_vdm_motion_word.py
     --decision``: between t = 0.95 and 0.98), where uniform t puts few of a batch's clips.
+
+    ``device`` ("cpu" or "cuda") is where the steps run; the data is drawn on the CPU either way.
+    ``max_minutes`` is a wall-clock budget for the training steps: when it runs out the run is
+    checkpointed and the model so far (EMA weights) is written as usual, its metadata recording the
+    steps reached; the same command with ``checkpoint_dir`` goes on from there, with any budget.
     """
+    check_positive_int(batch_size, "batch_size")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0 (or None for no limit), got {max_minutes}")
     if not 0.0 <= high_noise_fraction <= 1.0 or not 0.0 <= high_noise_band[0] < high_noise_band[1] <= 1.0:
         raise ValueError(f"high_noise_fraction must be in [0, 1] and high_noise_band (lo, hi) with 0 <= lo < hi <= 1, "
                          f"got {high_noise_fraction} and {high_noise_band}")
@@ -154,19 +164,22 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         return x, ids, t, noise
 
     def loss_fn(model, batch, generator: torch.Generator) -> torch.Tensor:
+        # train() has moved the whole batch to the model's device; nothing here is drawn or made on the CPU
         x, ids, t, noise = batch
         z_t, eps = add_noise(x, t, TOY_VDM_SCHEDULE, noise=noise)
         alpha, sigma = alpha_sigma_for(TOY_VDM_SCHEDULE, t, x)
         v_hat = model(z_t, t, ids, num_images=extra)
         return torch.nn.functional.mse_loss(v_hat, training_target(x, eps, alpha, sigma, "v"))
 
-    # what train() cannot see: a checkpoint of another recipe or data must not be continued
+    # what train() cannot see: a checkpoint of another recipe or data must not be continued (the device and
+    # the time budget change no trained weight, so they are left out and a resumed run may change them)
     described = {"recipe": "toy-vdm", "dataset_size": dataset_size, "batch_size": batch_size,
                  "init_from": None if init_from is None else str(Path(init_from).resolve()),
                  "image_model": None if image_model is None else str(Path(image_model).resolve()),
                  "temporal_text_modulation": temporal_text_modulation, "high_noise_fraction": high_noise_fraction,
                  "high_noise_band": list(high_noise_band)}
-    result = train(model, next_batch, loss_fn, config, checkpoint_dir, run_description=described)
+    result = train(model, next_batch, loss_fn, config, checkpoint_dir, run_description=described, device=device,
+                   max_seconds=None if max_minutes is None else 60.0 * max_minutes)
     out = Path(out)
     if not result.is_main_process:
         return out
@@ -178,7 +191,10 @@ def train_toy_vdm(out: str | Path = TOY_VDM_DIR, *, config: TrainConfig = TOY_VD
         "schedule": repr(TOY_VDM_SCHEDULE), "prediction_type": "v", "torch": torch.__version__,
         "init_from": json.dumps(history),
         "high_noise": f"{high_noise_fraction} of t in {list(high_noise_band)}" if high_noise_fraction > 0 else "",
+        "steps": str(result.steps_done),  # train_config's steps is the target; a timed-out run stops short of it
     }
+    if result.stopped_early:
+        metadata["stopped_early_at_max_minutes"] = f"{max_minutes:g}"
     save_weights(trained.vdm, out / "vdm.safetensors", metadata)
     save_toy_text_stack(out, tokenizer, trained.text_encoder)
     return out
