@@ -11,7 +11,8 @@ the frames' noise come from the same seeds), so rows differ only by the mechanis
 * caption: colour, shape and motion of every object as in "<caption> moving <direction>" (one video);
 * frames right: the share of single frames whose colour and shape match the image caption (per frame);
 * motion: the oracle's motion direction of each object equals delta;
-* consistency: the oracle's temporal consistency (identity, size, colour and path stable over the frames).
+* consistency: the oracle's temporal consistency (identity, size, colour and path stable over the frames), and of
+  the inconsistent objects the share that touch the frame's edge in some frame or are missing from one.
 
 The image model's own caption accuracy is measured on the same captions, same sampler steps and guidance, with
 one image per caption (the first of the four directions' seeds): the chapter's target is the "both" row's
@@ -44,6 +45,30 @@ def per_frame_accuracy(videos: torch.Tensor, image_captions: list[str]) -> float
     return score_videos(single, [c for c in image_captions for _ in range(frames)])["caption_accuracy"]
 
 
+def inconsistency_reasons(videos: torch.Tensor) -> dict[str, float]:
+    """Why the oracle calls objects inconsistent: of the inconsistent objects, the share that touch the frame's
+    edge in some frame (cut by it or leaving it) and the share missing from some frame; and the consistency of
+    the objects that never touch the edge (the same objects' rate without the edge)."""
+    from minivdm.toyworld.oracle import COLOURS, label_pixels, read_video
+
+    labels = label_pixels((videos.float().clamp(-1, 1) + 1) / 2)  # (B, T, H, W)
+    border = torch.ones(labels.shape[-2:], dtype=torch.bool)
+    border[1:-1, 1:-1] = False
+    inconsistent = touching = missing = inside = inside_consistent = 0
+    for b, objects in enumerate(read_video(videos)):
+        for obj in objects:
+            touches = bool(((labels[b] == COLOURS.index(obj.colour)) & border).any())
+            inside += not touches
+            inside_consistent += obj.consistent and not touches
+            if not obj.consistent:
+                inconsistent += 1
+                touching += touches
+                missing += bool(torch.isnan(obj.trajectory).any())
+    return {"inconsistent_objects": inconsistent, "share_touching_the_edge": touching / max(inconsistent, 1),
+            "share_missing_from_a_frame": missing / max(inconsistent, 1), "objects_never_at_the_edge": inside,
+            "consistency_never_at_the_edge": inside_consistent / max(inside, 1)}
+
+
 def measure_row(model, tokenizer, captions: list[str], settings, *, batch_size: int, seed: int) -> dict:
     from minivdm.toy.text2video_zero import TOY_DIRECTIONS, toy_text2video_zero, video_caption
     from minivdm.toyworld.oracle import score_videos
@@ -61,6 +86,7 @@ def measure_row(model, tokenizer, captions: list[str], settings, *, batch_size: 
     row = {key: scores[key] for key in ("caption_accuracy", "colour_accuracy", "shape_accuracy", "motion_accuracy",
                                         "temporal_consistency", "background_flicker")}
     row["frames_right"] = per_frame_accuracy(videos, [c for c, _ in pairs])
+    row["why_inconsistent"] = inconsistency_reasons(videos)
     row.update(videos=len(pairs), seconds=round(seconds, 1), settings=asdict(settings))
     return row
 
@@ -92,6 +118,12 @@ def print_table(title: str, rows: dict[str, dict], objects: dict[str, int]) -> N
         print(f"| {name} | {interval(row['caption_accuracy'], n)} | {row['frames_right']:.3f} | "
               f"{interval(row['motion_accuracy'], m)} | {row['temporal_consistency']:.3f} | {row['colour_accuracy']:.3f} | "
               f"{row['shape_accuracy']:.3f} | {row['background_flicker']:.4f} | {row['seconds']:.0f} |", flush=True)
+    print("inconsistent objects: " + "; ".join(
+        f"{name} {row['why_inconsistent']['inconsistent_objects']}, {row['why_inconsistent']['share_touching_the_edge']:.2f} "
+        f"touch the edge, {row['why_inconsistent']['share_missing_from_a_frame']:.2f} missing from a frame (consistency "
+        f"of the {row['why_inconsistent']['objects_never_at_the_edge']} never at the edge: "
+        f"{row['why_inconsistent']['consistency_never_at_the_edge']:.3f})"
+        for name, row in rows.items()), flush=True)
 
 
 def main() -> None:

@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="text2video-zero: right, left, up, down, or dx,dy (the global motion's direction)")
     generate.add_argument("--motion-strength", type=float, default=None,
                           help="text2video-zero: lambda, latent pixels per frame (default 1.5)")
+    generate.add_argument("--foreground-mask", default=None,
+                          help="text2video-zero: an image, white on the objects of frame 1, for background smoothing")
 
     exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
@@ -276,8 +278,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
 
         options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,  # noqa: C408
                        height=args.height, width=args.width, check_config=not args.no_config_check)
-        if args.method != "text2video-zero" and (args.motion is not None or args.motion_strength is not None):
-            parser.error("generate: --motion and --motion-strength belong to --method text2video-zero")
+        if args.method != "text2video-zero" and (args.motion is not None or args.motion_strength is not None
+                                                 or args.foreground_mask is not None):
+            parser.error("generate: --motion, --motion-strength and --foreground-mask belong to --method text2video-zero")
         if args.method == "text2video-zero":
             from minivdm.full_scale import generate_zero_shot_video
 
@@ -286,7 +289,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
             strength = 1.5 if args.motion_strength is None else args.motion_strength
             print(generate_zero_shot_video(args.config, args.prompt, args.out, motion=motion,
                                            motion_strength=strength, guidance_scale=args.guidance or 7.5,
-                                           num_frames=args.frames, **options))
+                                           num_frames=args.frames, foreground_mask=args.foreground_mask, **options))
             return 0
         if args.config in VIDEO_CONFIGS:
             print(generate_video(args.config, args.prompt, args.out, guidance_scale=args.guidance or 9.0,

@@ -115,15 +115,33 @@ def text2video_zero_steps(steps: int) -> tuple[int, int]:
     return steps - t1 - 1, t1 - t0
 
 
+def read_foreground_mask(path: str | Path) -> torch.Tensor:
+    """An image file (white = foreground) -> (H, W) in [0, 1]."""
+    import imageio.v3 as iio
+
+    try:
+        image = torch.as_tensor(iio.imread(path)).float()
+    except Exception as error:  # imageio raises many kinds; one message names the file and what it needs
+        raise ValueError(f"--foreground-mask {path}: not a readable image ({error}); give a PNG or JPEG, white on the "
+                         f"objects of frame 1, black on the background") from None
+    if image.ndim == 3:
+        image = image[..., :3].mean(-1)  # grey, ignoring an alpha channel
+    if image.ndim != 2:
+        raise ValueError(f"--foreground-mask {path}: expected one image (H, W) or (H, W, channels), got {tuple(image.shape)}")
+    return (image / 255 if image.max() > 1 else image).clamp(0, 1)
+
+
 def generate_zero_shot_video(config_name: str, prompt: str, out: str | Path, *, motion="right",
                              motion_strength: float = 1.5, weights: str | None = None, steps: int = 50,
                              guidance_scale: float = 7.5, num_frames: int = 8, seed: int = 0, device: str | None = None,
                              dtype: str = "fp16", height: int | None = None, width: int | None = None, fps: int = 4,
-                             check_config: bool = True) -> Path:
+                             check_config: bool = True, foreground_mask: str | Path | None = None) -> Path:
     """Text2Video-Zero with an image checkpoint (sd15, sd14): our U-Net with cross-frame attention, the
-    latent motion dynamics (``motion_strength`` = lambda, latent pixels per frame), .mp4 or .gif."""
+    latent motion dynamics (``motion_strength`` = lambda, latent pixels per frame), .mp4 or .gif.
+    ``foreground_mask``: an image file, white on the objects, of frame 1 (any size: it is resized to the
+    latents), turns on background smoothing with M^k = W_k(M^1)."""
     from minivdm.io.video_files import write_video
-    from minivdm.methods.text2video_zero import frame_shifts, text2video_zero_latents
+    from minivdm.methods.text2video_zero import frame_shifts, text2video_zero_latents, warp_masks
     from minivdm.methods.text_to_image import latent_size, load_components
     from minivdm.methods.text_to_video import decode_frames
 
@@ -131,13 +149,19 @@ def generate_zero_shot_video(config_name: str, prompt: str, out: str | Path, *, 
         raise ValueError(f"text2video-zero turns an image model into a video model: --config must be one of "
                          f"{sorted(IMAGE_CONFIGS)}, got {config_name!r}")
     shifts = frame_shifts(num_frames, motion, motion_strength)
+    mask_image = None if foreground_mask is None else read_foreground_mask(foreground_mask)  # refused before loading
     unet, vae, text_encoder, tokenizer, settings = load_checked_components(
         config_name, IMAGE_CONFIGS, IMAGE_HF_IDS, load_components, weights=weights, device=device, dtype=dtype,
         check_config=check_config)
     start_index, delta_t = text2video_zero_steps(steps)
+    latent_hw = latent_size(unet, vae, height, width)
+    masks = None
+    if mask_image is not None:  # area-averaged to the latents: a latent pixel half on the object is 0.5
+        first = torch.nn.functional.interpolate(mask_image[None, None], size=latent_hw, mode="area")
+        masks = warp_masks(first, shifts[None]).to(unet.conv_in.weight.device)
     latents = text2video_zero_latents(unet, text_encoder, tokenizer, settings, prompt, num_frames=num_frames,
                                       shifts=shifts, delta_t=delta_t, start_index=start_index, num_steps=steps,
-                                      guidance_scale=guidance_scale, latent_hw=latent_size(unet, vae, height, width),
+                                      guidance_scale=guidance_scale, latent_hw=latent_hw, background_masks=masks,
                                       generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         video = decode_frames(vae, latents)

@@ -46,6 +46,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from minivdm.io.atomic_files import write_atomically
 from minivdm.io.checkpoints import CorruptCheckpointError
 from minivdm.validation import check_in_range, check_positive_int
 
@@ -258,13 +259,8 @@ def _check_same_run(state: dict, path: Path, model: torch.nn.Module, config: Tra
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a model's weights as safetensors, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata))
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""`minivdm grade` on the course's own five exercises: a student who hands in every solution passes every
+"""`minivdm grade` on the course's own exercises: a student who hands in every solution passes every
 check; students who each made one plausible mistake (from bench/exercise_mutations.py) fail the check
 that tests it (and only the checks that use the wrong function), with its teaching message in the gradebook and in their report; a student who
 hands in an exercise untouched fails every check with "not written yet". The whole gradebook is compared."""
@@ -35,10 +35,11 @@ MISTAKES = [
     ("eve", "04_reconstruction_guidance", "replace: number of known frames from the batch axis"),
     ("fay", "05_data_curation", "cuts: window t-2..t+1 (off by one at the end)"),
     ("gus", "05_data_curation", "motion: width from the height axis"),
+    ("hal", "06_text2video_zero", "warp: mirrored once only (no 2 * size period)"),
 ]
 # the check of the section with the mistake fails; so does a later one that calls the wrong function
 # (the whole attention block of exercise 3 uses the learner's temporal_attention)
-FAILED_CHECKS = {"ana": {1}, "ben": {1}, "cai": {2, 4}, "dan": {4}, "eve": {1}, "fay": {2}, "gus": {3}}
+FAILED_CHECKS = {"ana": {1}, "ben": {1}, "cai": {2, 4}, "dan": {4}, "eve": {1}, "fay": {2}, "gus": {3}, "hal": {2}}
 
 
 def mutation(stem: str, name: str):

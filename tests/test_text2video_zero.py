@@ -254,3 +254,46 @@ def test_generate_command_writes_the_video_our_pipeline_makes(tiny_sd, tmp_path,
                  "--weights", str(root), "--out", str(tmp_path / "x.gif"), "--device", "cpu",
                  "--no-config-check"]) == 2
     assert "two finite numbers" in capsys.readouterr().err
+
+
+def test_a_foreground_mask_turns_on_background_smoothing_at_full_scale(tiny_sd, tmp_path, capsys):
+    """--foreground-mask: all white (everything foreground) leaves every latent as without smoothing, all black
+    (everything background) pulls frames 2..m toward frame 1 warped; an unreadable mask is refused by name."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from minivdm.__main__ import main
+    from minivdm.io.video_files import read_video
+
+    root, _ = tiny_sd
+    common = ["generate", "--config", "sd15", "--method", "text2video-zero", "--motion", "right", "--frames", "3",
+              "--prompt", "a red circle", "--weights", str(root), "--steps", "5", "--seed", "1", "--device", "cpu",
+              "--no-config-check"]
+    videos = {}
+    for name, value in (("none", None), ("white", 255), ("black", 0)):
+        extra = []
+        if value is not None:
+            iio.imwrite(tmp_path / f"{name}.png", np.full((40, 24), value, dtype=np.uint8))
+            extra = ["--foreground-mask", str(tmp_path / f"{name}.png")]
+        assert main(common + ["--out", str(tmp_path / f"{name}.gif"), *extra]) == 0
+        videos[name] = read_video(tmp_path / f"{name}.gif")
+    assert torch.equal(videos["white"], videos["none"])
+    assert (videos["black"][:, 1:] - videos["none"][:, 1:]).abs().mean() > 0.01
+    (tmp_path / "broken.png").write_text("not an image")
+    assert main(common + ["--out", str(tmp_path / "x.gif"), "--foreground-mask", str(tmp_path / "broken.png")]) == 2
+    assert "not a readable image" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--config", "sd15", "--foreground-mask", "m.png", "--prompt", "x", "--out", str(tmp_path / "x.png")])
+
+
+def test_masks_move_with_their_frame():
+    from minivdm.methods.text2video_zero import warp_masks
+
+    first = torch.zeros(1, 1, 6, 6)
+    first[0, 0, 2, 1] = 1  # one foreground pixel at (y, x) = (2, 1)
+    masks = warp_masks(first, frame_shifts(3, "right", 2.0)[None])
+    assert masks.shape == (1, 3, 1, 6, 6)
+    assert [masks[0, k, 0, 2, 1 + 2 * k].item() for k in range(3)] == [1, 1, 1]  # moved right 2 px a frame
+    assert masks[0, 1, 0, :, 2:].sum() == 1 and masks[0, 1, 0, 2, 1] == 0       # (the edge mirrors into x < 2)
+    with pytest.raises(ValueError, match="must be \\(B, 1, H, W\\)"):
+        warp_masks(torch.zeros(6, 6), frame_shifts(3, "right", 2.0)[None])

@@ -40,6 +40,7 @@ from minivdm.course.grade_reports import write_reports
 from minivdm.course.grading import NOTEBOOK, Row, check_label, grade_submission, rows_for_every_check
 from minivdm.course.notebook_run import Limits
 from minivdm.course.submissions import Submission, find_submissions
+from minivdm.io.atomic_files import write_text_atomically
 
 GRADER_VERSION = 1  # bump when a change of the grader changes rows: older resume state is then regraded
 GRADEBOOK_COLUMNS = ("student", "exercise", "check", "title", "status", "points", "max_points", "message", "file")
@@ -154,16 +155,6 @@ def _append_state(path: Path, file: str, key: str, rows: list[Row]) -> None:
         os.fsync(handle.fileno())
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8",
-                                     newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-
-
 # ---------------------------------------------------------------- the folder must not change
 
 def snapshot(folder: Path) -> dict[Path, bytes]:
@@ -263,10 +254,10 @@ def summary_csv(table: list[dict[str, str]]) -> str:
 
 
 def write_outputs(paths: GradebookPaths, rows: list[Row], weights) -> None:
-    _write_atomically(paths.gradebook, gradebook_csv(rows, weights))
+    write_text_atomically(paths.gradebook, gradebook_csv(rows, weights))
     table = summary_rows(rows, weights)
-    _write_atomically(paths.summary, summary_csv(table))
-    write_reports(paths.reports, rows, table, write=_write_atomically)
+    write_text_atomically(paths.summary, summary_csv(table))
+    write_reports(paths.reports, rows, table, write=write_text_atomically)
 
 
 def default_jobs() -> int:
@@ -402,7 +393,7 @@ def grade_folder(submissions_dir: str | Path, out: str | Path, *, exercises_dir:
     write_outputs(paths, rows, weights)
     # keep one line per current submission, so the state does not grow with every run
     current = {submission.relative_path: _state_key(submission, exercises, limits) for submission in submissions}
-    _write_atomically(paths.state, "".join(
+    write_text_atomically(paths.state, "".join(
         json.dumps({"file": file, "key": current[file], "rows": [row.__dict__ for row in graded[file]]},
                    ensure_ascii=False) + "\n" for file in sorted(graded) if file in current))
     return Gradebook(rows, paths, graded_now=len(pending), reused=reused)

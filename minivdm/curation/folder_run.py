@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from minivdm.curation.clip_scores import ClipScorer
 from minivdm.curation.pipeline import CurationConfig, curate_stream
+from minivdm.io.atomic_files import write_atomically
 from minivdm.io.video_stream import STREAM_SUFFIXES, VideoStream
 
 
@@ -104,12 +105,12 @@ def curate_folder(input_dir: str | os.PathLike, out: str | os.PathLike, *, score
     input_dir, out = Path(input_dir), Path(out)
     files = video_files(input_dir)
     kept_lines, closed = _finished_lines(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Rewrite what is kept (drops a torn tail) under a temporary name, then swap it in atomically.
-    temporary = out.with_name(f".{out.name}.tmp")
-    with open(temporary, "w") as file:
-        _write_lines(file, kept_lines)
-    os.replace(temporary, out)
+    def write_kept(temporary):
+        with open(temporary, "w") as file:
+            _write_lines(file, kept_lines)
+
+    write_atomically(out, write_kept)
 
     counts = {"files": len(files), "skipped": 0, "done": 0, "errors": 0, "clips": 0, "kept": 0}
     with open(out, "a") as file:

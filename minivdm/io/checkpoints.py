@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from minivdm.io.atomic_files import write_atomically
 
 # Weight files of one diffusers component, in the order they are preferred.
 WEIGHTS_NAMES = (
@@ -437,17 +438,6 @@ def count_parameters(model: torch.nn.Module) -> int:
 # Saving
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    # A unique name in the same folder: os.replace is atomic only within one file system.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:  # also Ctrl-C in a notebook
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_component(model: torch.nn.Module, folder, config: dict) -> Path:
     """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` into ``folder``; return the folder.
 
@@ -472,7 +462,7 @@ def save_component(model: torch.nn.Module, folder, config: dict) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     # metadata format=pt is what diffusers and transformers write and expect
-    _write_atomically(folder / SAFETENSORS_WEIGHTS_NAME,
+    write_atomically(folder / SAFETENSORS_WEIGHTS_NAME,
                       lambda path: save_file(state, str(path), metadata={"format": "pt"}))
-    _write_atomically(folder / CONFIG_NAME, lambda path: path.write_text(config_text))
+    write_atomically(folder / CONFIG_NAME, lambda path: path.write_text(config_text))
     return folder

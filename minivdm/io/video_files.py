@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -31,6 +30,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image, ImageSequence
 
+from minivdm.io.atomic_files import write_bytes_atomically
 from minivdm.validation import check_positive_int, check_tensor
 
 VIDEO_OR_BATCH_LAYOUT = "(C, T, H, W) or (B, C, T, H, W)"
@@ -159,20 +159,7 @@ def write_video(path, video, fps: int = 8, scale: int = 1) -> Path:
     suffix = _format_from_suffix(path.suffix)
     data = encode_video(video, format=suffix, fps=fps, scale=scale)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique hidden name in the same folder (os.replace cannot move across file systems atomically).
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        # os.replace is atomic on one file system: readers see the old file or the new one, never half.
-        os.replace(temporary, path)
-    except BaseException:  # also Ctrl-C in a notebook
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomically(path, data)
 
 
 def gif_timing(image: Image.Image) -> tuple[float, list[int]]:

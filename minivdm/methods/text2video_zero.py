@@ -121,6 +121,18 @@ def smooth_background(z: torch.Tensor, shifts: torch.Tensor, masks: torch.Tensor
     return masks * z + (1 - masks) * (alpha * warped_first + (1 - alpha) * z)
 
 
+def warp_masks(first_masks: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """M^k = W_k(M^1): frame 1's foreground masks (B, 1, H, W), 1 on the objects, moved with the frames by their
+    shifts (B, m, 2) -> (B, m, 1, H, W)."""
+    if first_masks.ndim != 4 or first_masks.shape[1] != 1:
+        raise ValueError(f"first-frame masks must be (B, 1, H, W), got {tuple(first_masks.shape)}")
+    if shifts.ndim != 3 or shifts.shape[0] != first_masks.shape[0] or shifts.shape[2] != 2:
+        raise ValueError(f"shifts must be (B, m, 2) with B = {first_masks.shape[0]}, got {tuple(shifts.shape)}")
+    videos, frames = shifts.shape[:2]
+    warped = translate(first_masks.repeat_interleave(frames, dim=0), shifts.reshape(videos * frames, 2))
+    return warped.view(videos, frames, 1, *first_masks.shape[-2:])
+
+
 def _segment(times: torch.Tensor, step_ends: torch.Tensor | None, begin: int, end: int):
     """The times and step ends of steps begin .. end - 1 (a step lands where step_ends says)."""
     if step_ends is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minivdm.methods.text2video_zero import frame_shifts, guided_any_batch, text2video_zero, translate
+from minivdm.methods.text2video_zero import frame_shifts, guided_any_batch, text2video_zero, warp_masks
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_SCHEDULE, ToyTextToImage
 
 TOY_DIRECTIONS = ("right", "left", "up", "down")
@@ -61,10 +61,7 @@ def foreground_masks(first_frames: torch.Tensor, shifts: torch.Tensor) -> torch.
     from minivdm.toyworld.oracle import BACKGROUND_LABEL, label_pixels
 
     labels = label_pixels((first_frames[:, :, None].cpu().float() + 1) / 2)[:, 0]  # (B, H, W)
-    masks = (labels != BACKGROUND_LABEL).float()[:, None]                            # (B, 1, H, W)
-    videos, frames = shifts.shape[:2]
-    warped = translate(masks.repeat_interleave(frames, dim=0), shifts.reshape(videos * frames, 2))
-    return warped.view(videos, frames, 1, *masks.shape[-2:])
+    return warp_masks((labels != BACKGROUND_LABEL).float()[:, None], shifts)
 
 
 @torch.no_grad()
