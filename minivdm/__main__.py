@@ -5,6 +5,7 @@
     train-text-to-image  reproduce the shipped toy text-to-image model
     train-vdm        train the toy world's text-to-video VDM (chapter "Video Diffusion Models")
     train-toy-clip   reproduce the shipped toy CLIP and aesthetic head (data curation)
+    train-toy-controlnet  train the toy ControlNet (edge maps) on the frozen toy text-to-image model
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
     make-exercises   regenerate exercises/ from solutions/
@@ -115,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     vdm.add_argument("--max-minutes", type=float, default=None,
                      help="wall-clock budget of the training steps: when it runs out, checkpoint and write the model "
                           "so far; the same command goes on from the checkpoint, with any budget")
+
+    toy_controlnet = commands.add_parser("train-toy-controlnet",
+                                         help="train the toy ControlNet (edge maps) on the frozen toy text-to-image model")
+    toy_controlnet.add_argument("--out", required=True, type=folder_to_write, help="folder to write (controlnet/)")
+    toy_controlnet.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    toy_controlnet.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    toy_controlnet.add_argument("--dataset-size", type=positive_int, default=None, help="override the recipe's images")
+    toy_controlnet.add_argument("--max-minutes", type=float, default=None,
+                                help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
@@ -261,6 +271,19 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                             temporal_text_modulation=args.temporal_text_modulation,
                             high_noise_fraction=args.high_noise_fraction, high_noise_band=tuple(args.high_noise_band),
                             device=args.device, max_minutes=args.max_minutes, **options))
+        return 0
+    if args.command == "train-toy-controlnet":
+        import dataclasses
+
+        from minivdm.toy.controlnet import TOY_CONTROLNET_DATASET_SIZE, TOY_CONTROLNET_TRAIN, train_toy_controlnet
+
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-toy-controlnet: --max-minutes must be a number of minutes > 0, got {args.max_minutes}")
+        config = TOY_CONTROLNET_TRAIN if args.steps is None else dataclasses.replace(TOY_CONTROLNET_TRAIN, steps=args.steps)
+        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        print(train_toy_controlnet(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
+                                   dataset_size=args.dataset_size or TOY_CONTROLNET_DATASET_SIZE,
+                                   command=command, max_minutes=args.max_minutes))
         return 0
     if args.command == "train-toy-clip":
         from minivdm.toy.clip import train_toy_clip

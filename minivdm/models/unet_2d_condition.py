@@ -205,7 +205,10 @@ class UNet2DConditionModel(nn.Module):
         return from_pretrained(cls, UNet2DConditionConfig, path, subfolder, **options)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
-                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+                encoder_hidden_states: torch.Tensor, down_block_additional_residuals: list[torch.Tensor] | None = None,
+                mid_block_additional_residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The additional residuals (a ControlNet's, ``minivdm.models.controlnet``) are added to the skip
+        activations, one per skip in order, and to the middle block's output."""
         check_image(sample, "sample")
         check_tensor(encoder_hidden_states, "encoder_hidden_states", ndim=3, layout="(B, L, cross_attention_dim)", floating=True)
         if sample.shape[1] != self.config.in_channels:
@@ -229,6 +232,18 @@ class UNet2DConditionModel(nn.Module):
             h, block_skips = block(h, temb, encoder_hidden_states)
             skips.extend(block_skips)
         h = self.mid_block(h, temb, encoder_hidden_states)
+        if down_block_additional_residuals is not None or mid_block_additional_residual is not None:
+            skips, h = self._add_control(skips, h, down_block_additional_residuals, mid_block_additional_residual)
         for block in self.up_blocks:
             h = block(h, skips, temb, encoder_hidden_states)
         return self.conv_out(F.silu(self.conv_norm_out(h)))
+
+    def _add_control(self, skips: list, h: torch.Tensor, down_residuals, mid_residual):
+        if down_residuals is None or mid_residual is None:
+            raise ValueError("a ControlNet gives both down_block_additional_residuals and mid_block_additional_residual")
+        expected = [tuple(skip.shape) for skip in skips] + [tuple(h.shape)]
+        given = [tuple(r.shape) for r in down_residuals] + [tuple(mid_residual.shape)]
+        if given != expected:
+            raise ValueError(f"the ControlNet's residuals do not fit this U-Net (a ControlNet made for another one?): "
+                             f"expected {len(skips)} skip residuals and a middle one of shapes {expected}, got {given}")
+        return [skip + residual for skip, residual in zip(skips, down_residuals)], h + mid_residual
