@@ -171,3 +171,38 @@ def test_object_iou_is_one_on_the_truth_and_drops_when_shapes_move():
     assert len(truth) == sum(len(objects) for objects in batch.objects) and min(truth) == 1.0
     moved = object_ious(torch.roll(batch.images, shifts=3, dims=-1), batch)  # every object 3 px to the right
     assert max(moved) < 1.0 and sum(moved) / len(moved) < 0.85
+
+
+def test_our_controlnet_loop_reproduces_stable_diffusion_controlnet_pipeline(tmp_path):
+    """Our U-Net + our ControlNet + our DDIM, loaded from diffusers' saved pipeline, against
+    StableDiffusionControlNetPipeline: same seeds, scale 0.8, 10 steps, latents of every image."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    from minivdm.methods.controlnet_sampling import controlnet_latents
+    from minivdm.methods.text_to_image import load_components
+    from sd_fixtures import make_tiny_sd_pipeline
+
+    sd = make_tiny_sd_pipeline(tmp_path / "sd")
+    torch.manual_seed(3)
+    reference_net = DiffusersControlNet.from_unet(sd.unet, conditioning_embedding_out_channels=(8, 16)).eval()
+    randomise_zero_convolutions(reference_net)
+    pipe = StableDiffusionControlNetPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+                                             controlnet=reference_net, scheduler=sd.scheduler, safety_checker=None,
+                                             feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipe", safe_serialization=True)
+    prompts = ["a red circle", "a blue square"]
+    control = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    expected = pipe(prompts, image=control, num_inference_steps=10, guidance_scale=7.5, controlnet_conditioning_scale=0.8,
+                    generator=torch.Generator().manual_seed(0), output_type="latent").images
+    unet, vae, text_encoder, tokenizer, settings = load_components(tmp_path / "pipe")
+    controlnet = ControlNetModel.from_pretrained(tmp_path / "pipe")
+    ours = controlnet_latents(unet, controlnet, vae, text_encoder, tokenizer, settings, prompts, control,
+                              conditioning_scale=0.8, num_steps=10, generator=torch.Generator().manual_seed(0))
+    plain = controlnet_latents(unet, controlnet, vae, text_encoder, tokenizer, settings, prompts, control,
+                               conditioning_scale=0.0, num_steps=10, generator=torch.Generator().manual_seed(0))
+    assert ours.shape == expected.shape == (2, 4, 8, 8)
+    assert (ours - expected).abs().max() <= 1e-4
+    assert (ours - plain).abs().max() > 1e-2  # the control changed the images
+    with pytest.raises(ValueError, match="control images must lie in \\[0, 1\\]"):
+        controlnet_latents(unet, controlnet, vae, text_encoder, tokenizer, settings, prompts, control * 255)
