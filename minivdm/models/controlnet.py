@@ -44,6 +44,12 @@ CONTROLNET_FIXED_OPTIONS = {
 }
 
 
+# The fields a ControlNet shares with the U-Net whose encoder it copies (the same diffusers keys in both configs).
+ENCODER_FIELDS = ("in_channels", "block_out_channels", "down_block_types", "layers_per_block", "attention_head_dim",
+                  "cross_attention_dim", "norm_num_groups", "norm_eps", "use_linear_projection", "upcast_attention",
+                  "flip_sin_to_cos", "freq_shift")
+
+
 @dataclass(frozen=True)
 class ControlNetConfig:
     """Field names are diffusers' ControlNetModel config.json keys (defaults: SD 1.5's ControlNets)."""
@@ -75,21 +81,12 @@ class ControlNetConfig:
     @classmethod
     def for_unet(cls, unet: UNet2DConditionConfig, **options) -> "ControlNetConfig":
         """The ControlNet of a U-Net: its encoder's architecture (options: the conditioning fields, name)."""
-        shared = {key: getattr(unet, key) for key in (
-            "in_channels", "block_out_channels", "down_block_types", "layers_per_block", "attention_head_dim",
-            "cross_attention_dim", "norm_num_groups", "norm_eps", "use_linear_projection", "upcast_attention",
-            "flip_sin_to_cos", "freq_shift")}
+        shared = {key: getattr(unet, key) for key in ENCODER_FIELDS}
         return cls(**{"name": f"controlnet-{unet.name}", **shared, **options})
 
     def unet_config(self) -> UNet2DConditionConfig:
         """The U-Net whose encoder this copies (the decoder side is not built: only the shared fields matter)."""
-        return UNet2DConditionConfig(
-            name=self.name, in_channels=self.in_channels, block_out_channels=self.block_out_channels,
-            down_block_types=self.down_block_types, layers_per_block=self.layers_per_block,
-            attention_head_dim=self.attention_head_dim, cross_attention_dim=self.cross_attention_dim,
-            norm_num_groups=self.norm_num_groups, norm_eps=self.norm_eps,
-            use_linear_projection=self.use_linear_projection, upcast_attention=self.upcast_attention,
-            flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift)
+        return UNet2DConditionConfig(name=self.name, **{key: getattr(self, key) for key in ENCODER_FIELDS})
 
 
 def zero_conv(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Conv2d:
