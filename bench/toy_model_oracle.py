@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/toy_model_oracle.py denoisers [--samples 200]
     OMP_NUM_THREADS=1 .venv/bin/python bench/toy_model_oracle.py text-to-image [--folder data/toy_text_to_image]
     OMP_NUM_THREADS=1 .venv/bin/python bench/toy_model_oracle.py vdm [--folder data/toy_vdm] [--prompts 100]
-    .venv/bin/python bench/toy_model_oracle.py controlnet [--folder data/toy_controlnet] [--prompts 200]
+    .venv/bin/python bench/toy_model_oracle.py controlnet [--folder data/toy_controlnet] [--prompts 200] [--out x.json]
 
 denoisers: the chapter-1 eps and v models from the same ``--samples`` noises (seed 2), 50 DDIM steps from t = 1,
 colour fidelity (palette distance, object colour error, readable fraction) and the mean RGB shift against toy-world frames.
@@ -76,7 +76,7 @@ def vdm(folder: str | None, prompts: int) -> None:
           f"({time.perf_counter() - start:.0f} s)")
 
 
-def controlnet(folder: str | None, prompts: int) -> None:
+def controlnet(folder: str | None, prompts: int, out: str | None = None) -> None:
     from minivdm.toy.controlnet import TOY_CONTROLNET_DIR, evaluate_toy_controlnet, load_toy_controlnet
     from minivdm.toyworld import generate_images
 
@@ -84,8 +84,17 @@ def controlnet(folder: str | None, prompts: int) -> None:
     start = time.perf_counter()
     scores = evaluate_toy_controlnet(model, tokenizer, generate_images(prompts, seed=2024), guidance_scale=3.0,
                                      num_steps=30)
+    seconds = time.perf_counter() - start
     print(f"{prompts} held-out (edge map, caption) pairs: {({key: round(float(v), 3) for key, v in scores.items()})} "
-          f"({time.perf_counter() - start:.0f} s)")
+          f"({seconds:.0f} s)")
+    if out:
+        import json
+
+        record = {"pairs": prompts, "held_out": "generate_images(pairs, seed=2024)", "guidance_scale": 3.0,
+                  "num_steps": 30, "seconds": round(seconds), "threads": torch.get_num_threads(), **scores}
+        with open(out, "w") as file:
+            json.dump(record, file, indent=1)
+        print(f"wrote {out}")
 
 
 def main() -> None:
@@ -94,6 +103,7 @@ def main() -> None:
     parser.add_argument("--folder", default=None, help="model folder (default: the shipped one in data/)")
     parser.add_argument("--prompts", type=int, default=100, help="vdm, controlnet: number of held-out prompts")
     parser.add_argument("--samples", type=int, default=200, help="denoisers: number of samples per model")
+    parser.add_argument("--out", default=None, help="controlnet: write the figures here as JSON")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
     if args.model == "denoisers":
@@ -101,7 +111,7 @@ def main() -> None:
     elif args.model == "text-to-image":
         text_to_image(args.folder)
     elif args.model == "controlnet":
-        controlnet(args.folder, args.prompts)
+        controlnet(args.folder, args.prompts, args.out)
     else:
         vdm(args.folder, args.prompts)
 

@@ -7,7 +7,8 @@
     train-toy-clip   reproduce the shipped toy CLIP and aesthetic head (data curation)
     train-toy-controlnet  train the toy ControlNet (edge maps) on the frozen toy text-to-image model
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
-    generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally
+    generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
+                     video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet)
     make-exercises   regenerate exercises/ from solutions/
     course           copy the tutorials and exercises to your own folder to work in
     grade            instructors: grade a folder of submitted exercise notebooks into a gradebook
@@ -55,6 +56,16 @@ def positive_int(text: str) -> int:
     if not text.lstrip("+").isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
+
+
+def step_indices(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected sampler step indices >= 0 separated by commas (e.g. 20,21) or "
+                                         f"'none', got {text!r}")
+    return tuple(int(part) for part in parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,21 +165,44 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
     generate.add_argument("--steps", type=positive_int, default=50)
     generate.add_argument("--guidance", type=float, default=None, help="default 7.5 for images, 9 for videos")
-    generate.add_argument("--frames", type=positive_int, default=16, help="video configs and text2video-zero: number of frames")
+    generate.add_argument("--frames", type=positive_int, default=16,
+                          help="video configs, text2video-zero and controlvideo: number of frames (controlvideo: the "
+                               "first N of --control-video)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
-    generate.add_argument("--method", choices=["text2video-zero"], default=None,
-                          help="text2video-zero: a video from an image checkpoint (sd15, sd14), no training")
+    generate.add_argument("--method", choices=["text2video-zero", "controlvideo"], default=None,
+                          help="a video from an image checkpoint (sd15, sd14), no training: text2video-zero, or "
+                               "controlvideo (following the edges or depth of --control-video, with a ControlNet)")
     generate.add_argument("--motion", default=None,
                           help="text2video-zero: right, left, up, down, or dx,dy (the global motion's direction)")
     generate.add_argument("--motion-strength", type=float, default=None,
                           help="text2video-zero: lambda, latent pixels per frame (default 1.5)")
     generate.add_argument("--foreground-mask", default=None,
                           help="text2video-zero: an image, white on the objects of frame 1, for background smoothing")
+    generate.add_argument("--controlnet", choices=["canny", "depth"], default=None,
+                          help="controlvideo: the control, Canny edges or depth maps of --control-video's frames")
+    generate.add_argument("--control-video", default=None, help="controlvideo: .mp4 or .gif whose frames give the controls")
+    generate.add_argument("--controlnet-weights", default=None,
+                          help="controlvideo: local ControlNet folder or a cached Hugging Face id (default: the "
+                               "published SD 1.5 ControlNet of --controlnet)")
+    generate.add_argument("--depth-model", default=None,
+                          help="controlvideo with --controlnet depth: local transformers depth-estimation model folder "
+                               "(e.g. a copy of Intel/dpt-hybrid-midas)")
+    generate.add_argument("--attention", choices=["frame", "first", "all"], default=None,
+                          help="controlvideo: self-attention over each frame, the first frame's, or all frames' "
+                               "(default all: fully cross-frame)")
+    generate.add_argument("--smoother-steps", type=step_indices, default=None,
+                          help="controlvideo: sampler steps of the interleaved-frame smoother, e.g. 20,21, or none "
+                               "(default: two steps at t of about 0.6)")
+    generate.add_argument("--clip-length", type=positive_int, default=None,
+                          help="controlvideo: frames from one key frame to the next in the hierarchical sampler, "
+                               ">= 2 (default: all frames at once)")
+    generate.add_argument("--conditioning-scale", type=float, default=None,
+                          help="controlvideo: weight of the ControlNet's residuals, >= 0 (default 1)")
 
     exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
@@ -304,6 +338,33 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         if args.method != "text2video-zero" and (args.motion is not None or args.motion_strength is not None
                                                  or args.foreground_mask is not None):
             parser.error("generate: --motion, --motion-strength and --foreground-mask belong to --method text2video-zero")
+        controlvideo_options = {"--controlnet": args.controlnet, "--control-video": args.control_video,
+                                "--controlnet-weights": args.controlnet_weights, "--depth-model": args.depth_model,
+                                "--attention": args.attention, "--smoother-steps": args.smoother_steps,
+                                "--clip-length": args.clip_length, "--conditioning-scale": args.conditioning_scale}
+        given = [name for name, value in controlvideo_options.items() if value is not None]
+        if args.method != "controlvideo" and given:
+            parser.error(f"generate: {', '.join(given)} belong to --method controlvideo")
+        if args.method == "controlvideo":
+            from minivdm.full_scale import generate_controlled_video
+
+            missing = [name for name in ("--control-video", "--controlnet") if controlvideo_options[name] is None]
+            if missing:
+                parser.error(f"generate: --method controlvideo needs {' and '.join(missing)} (a video whose frames "
+                             f"give the controls, and which control: canny or depth)")
+            if args.depth_model is not None and args.controlnet != "depth":
+                parser.error(f"generate: --depth-model belongs to --controlnet depth, got --controlnet "
+                             f"{args.controlnet} (Canny edges need no model)")
+            if args.conditioning_scale is not None and not args.conditioning_scale >= 0:
+                parser.error(f"generate: --conditioning-scale must be a number >= 0, got {args.conditioning_scale}")
+            scale = 1.0 if args.conditioning_scale is None else args.conditioning_scale
+            print(generate_controlled_video(args.config, args.prompt, args.out, control_video=args.control_video,
+                                            control=args.controlnet, controlnet_weights=args.controlnet_weights,
+                                            depth_model=args.depth_model, attention=args.attention or "all",
+                                            smoother_steps=args.smoother_steps, clip_length=args.clip_length,
+                                            conditioning_scale=scale, guidance_scale=args.guidance or 7.5,
+                                            num_frames=args.frames, **options))
+            return 0
         if args.method == "text2video-zero":
             from minivdm.full_scale import generate_zero_shot_video
 

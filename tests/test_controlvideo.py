@@ -227,7 +227,8 @@ def test_hierarchical_equals_flat_on_one_clip_with_fully_cross_frame_attention()
     ({"attention": "all"}, "pass attention_model"),
     ({"smoother_steps": (5,)}, "smoother_steps must be distinct step indices in [0, 3]"),
     ({"smoother_steps": (1, 1)}, "smoother_steps must be distinct"),
-    ({"clip_length": 0}, "clip_length must be an int >= 1"),
+    ({"clip_length": 0}, "clip_length must be an int >= 2"),
+    ({"clip_length": 1}, "clip_length must be an int >= 2"),
     ({"interpolation": "rife"}, "interpolation must be one of"),
     ({"to_pixels": lambda x: x}, "give both to_pixels and from_pixels"),
 ])

@@ -111,7 +111,9 @@ def key_frames(num_frames: int, clip_length: int) -> list[int]:
 def predict_video(model_fn: VideoModelFn, z: torch.Tensor, t: torch.Tensor, *, attention: str,
                   attention_model: torch.nn.Module | None, clip_length: int | None) -> torch.Tensor:
     """The model's prediction for every frame of z (B, C, N, H, W) at time t (scalar): all frames in one call
-    (``clip_length`` None), or hierarchically, no call holding more than ``clip_length`` + 1 frames."""
+    (``clip_length`` None), or hierarchically, no call holding more than ``clip_length`` (>= 2) + 1 frames."""
+    if clip_length is not None and clip_length < 2:
+        raise ValueError(f"clip_length must be >= 2 (with 1 every frame is a key frame), got {clip_length}")
     videos, frames = z.shape[0], z.shape[2]
 
     def run(indices: list[int], keys_from: str | None) -> torch.Tensor:
@@ -174,8 +176,9 @@ def controlvideo(model_fn: VideoModelFn, z_T: torch.Tensor, schedule: NoiseSched
         raise ValueError(f"smoother_steps must be distinct step indices in [0, {steps - 1}] (the sampler has {steps} "
                          f"steps), got {smoother_steps!r}")
     if clip_length is not None and (isinstance(clip_length, bool) or not isinstance(clip_length, int)
-                                    or clip_length < 1):
-        raise ValueError(f"clip_length must be an int >= 1 (frames between key frames) or None, got {clip_length!r}")
+                                    or clip_length < 2):  # 1: every frame a key frame, no clip between two
+        raise ValueError(f"clip_length must be an int >= 2 (frames from one key frame to the next) or None, "
+                         f"got {clip_length!r}")
     if (to_pixels is None) != (from_pixels is None):
         raise ValueError("give both to_pixels and from_pixels (a latent model's decoder and encoder) or neither")
     ends = times[1:] if step_ends is None else step_ends
