@@ -129,10 +129,13 @@ def _recorded_commands(folder) -> list[str]:
     if config.exists():
         recorded = json.loads(config.read_text())["_minivdm"]
         commands += [*recorded["init_from"], recorded["command"]]
+    controlnet = DATA_DIR / folder / "controlnet" / "config.json"
+    if controlnet.exists():
+        commands.append(json.loads(controlnet.read_text())["_minivdm"]["command"])
     return commands
 
 
-@pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip"])
+@pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet"])
 def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
     from minivdm.toy import DATA_DIR
 
@@ -149,7 +152,8 @@ def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
 def test_every_data_folder_is_a_shipped_model_with_a_card():
     from minivdm.toy import DATA_DIR
 
-    assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_text_to_image", "toy_vdm"]
+    assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_controlnet",
+                                                          "toy_text_to_image", "toy_vdm"]
 
 
 def test_wilson_interval_holds_the_rate_and_narrows_with_more_prompts():

@@ -135,33 +135,53 @@ def sample_toy_controlnet(model: ToyControlledTextToImage, tokenizer, prompts: l
                   prediction_type="v", progress=False).clamp(-1, 1)
 
 
-def object_ious(images: torch.Tensor, batch) -> list[float]:
-    """For each object of a toy ``batch`` of images: IoU of the pixels the oracle reads in its colour in
-    ``images`` (B, 3, 32, 32) against its ground-truth mask (the control's object)."""
+def control_ious(videos: torch.Tensor, masks: torch.Tensor, colours: list[list[str]]) -> dict[str, torch.Tensor]:
+    """Two IoUs per (object, frame) of generated ``videos`` (B, 3, T, H, W) in [-1, 1] against the control's object
+    masks (B, K, T, H, W) (the toy world's ground truth), objects prompted in ``colours`` (per video, in mask order):
+
+    * "structure": the object drawn where the control put it, whatever its colour: the palette colour the oracle
+      reads most inside the mask, its pixels against the mask;
+    * "prompted": the pixels the oracle reads in the object's *prompted* colour against the mask: the structure
+      and the binding of the colour to the right shape (two objects drawn in each other's colours score 0 here,
+      and about 1 in "structure").
+
+    Frames where an object is absent from the control (its mask empty) count 1 when nothing of it is drawn."""
     from minivdm.toyworld.oracle import COLOURS, label_pixels
 
-    labels = label_pixels((images[:, :, None].cpu().float() + 1) / 2)[:, 0]  # (B, H, W)
-    ious = []
-    for b, objects in enumerate(batch.objects):
-        for k, obj in enumerate(objects):
-            truth, made = batch.masks[b, k, 0], labels[b] == COLOURS.index(obj.colour)
-            union = (truth | made).sum().item()
-            ious.append((truth & made).sum().item() / union if union else 1.0)
-    return ious
+    labels = torch.cat([label_pixels(chunk) for chunk in ((videos.cpu().float() + 1) / 2).split(16)])  # (B, T, H, W)
+    structure, prompted = [], []
+    for b, video_colours in enumerate(colours):
+        for k, colour in enumerate(video_colours):
+            truth = masks[b, k].cpu()                                                   # (T, H, W)
+            inside = torch.stack([((labels[b] == c) & truth).sum((1, 2)) for c in range(len(COLOURS))])  # (colours, T)
+            drawn = labels[b] == inside.argmax(0)[:, None, None]                       # the colour most inside, per frame
+            for made, out in ((drawn, structure), (labels[b] == COLOURS.index(colour), prompted)):
+                union = (truth | made).sum((1, 2)).float()
+                out.append(torch.where(union > 0, (truth & made).sum((1, 2)).float() / union.clamp(min=1), 1.0))
+    return {"structure": torch.cat(structure), "prompted": torch.cat(prompted)}
+
+
+def object_ious(images: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+    """``control_ious`` of images (B, 3, H, W) against a toy ``batch`` of images, every object in its own colour."""
+    return control_ious(images[:, :, None], batch.masks, [[o.colour for o in objects] for objects in batch.objects])
 
 
 def evaluate_toy_controlnet(model: ToyControlledTextToImage, tokenizer, batch, *, batch_size: int = 64,
                             **sampling) -> dict[str, float]:
     """Over a toy ``batch`` of held-out images: their edge maps as controls, their captions as prompts. Returns the
-    mean object IoU, the share of objects with IoU >= 0.9, and the oracle's colour / shape / caption accuracy."""
+    mean object IoU and the share of objects with IoU >= 0.9 (structure, and in the prompted colour: see
+    ``control_ious``), and the oracle's colour / shape / caption accuracy."""
     from minivdm.toyworld.oracle import score_videos
 
     controls = edge_control(batch.edges)
     images = torch.cat([sample_toy_controlnet(model, tokenizer, batch.captions[i:i + batch_size],
                                               controls[i:i + batch_size], seed=i, **sampling).cpu()
                         for i in range(0, len(batch.captions), batch_size)])
-    ious = torch.tensor(object_ious(images, batch))
+    ious = object_ious(images, batch)
     scores = score_videos(images[:, :, None], list(batch.captions))
-    return {"mean_iou": ious.mean().item(), "iou_at_least_0.9": (ious >= 0.9).float().mean().item(),
-            "objects": len(ious), "colour_accuracy": scores["colour_accuracy"],
+    structure, prompted = ious["structure"], ious["prompted"]
+    return {"mean_iou": structure.mean().item(), "iou_at_least_0.9": (structure >= 0.9).float().mean().item(),
+            "mean_iou_prompted_colour": prompted.mean().item(),
+            "iou_prompted_colour_at_least_0.9": (prompted >= 0.9).float().mean().item(),
+            "objects": len(structure), "colour_accuracy": scores["colour_accuracy"],
             "shape_accuracy": scores["shape_accuracy"], "caption_accuracy": scores["caption_accuracy"]}

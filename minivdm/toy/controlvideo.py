@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 
 from minivdm.methods.controlvideo import controlvideo
-from minivdm.toy.controlnet import ToyControlledTextToImage
+from minivdm.toy.controlnet import ToyControlledTextToImage, control_ious
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_SCHEDULE
 
 HELD_OUT_SEED = 7007  # toy videos no model of the course was trained on
@@ -116,22 +116,6 @@ def toy_controlvideo(model: ToyControlledTextToImage, tokenizer, prompts: list[s
                         prediction_type="v").clamp(-1, 1)
 
 
-def frame_ious(videos: torch.Tensor, batch, objects: list[list[tuple[str, str, str]]]) -> torch.Tensor:
-    """IoU, in every frame, of the pixels the oracle reads in each object's prompted colour against the object's
-    ground-truth mask (the control's object): one value per (object, frame)."""
-    from minivdm.toyworld.oracle import COLOURS, label_pixels
-
-    labels = torch.cat([label_pixels(chunk) for chunk in ((videos.cpu().float() + 1) / 2).split(16)])  # (B, T, H, W)
-    ious = []
-    for b, prompted in enumerate(objects):
-        for k, (colour, _, _) in enumerate(prompted):
-            truth, made = batch.masks[b, k], labels[b] == COLOURS.index(colour)   # (T, H, W)
-            union = (truth | made).sum((1, 2)).float()
-            inter = (truth & made).sum((1, 2)).float()
-            ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)))
-    return torch.cat(ious)
-
-
 def frames_right(videos: torch.Tensor, objects: list[list[tuple[str, str, str]]]) -> float:
     """The share of single frames whose objects' colours and shapes are the prompted ones."""
     from minivdm.toyworld.oracle import score_videos
@@ -145,7 +129,8 @@ def evaluate_toy_controlvideo(model: ToyControlledTextToImage, tokenizer, batch,
                               settings: ToyControlVideoSettings = ToyControlVideoSettings(), batch_size: int = 8,
                               seed: int = 0, recolour_seed: int = 0) -> dict[str, float]:
     """Over a ``ToyBatch`` of held-out videos (controls: their edge maps; prompts: recoloured objects): mean
-    per-frame object IoU, the share of (object, frame) pairs with IoU >= 0.9, frames right (colour and shape per
+    per-frame object IoU and the share of (object, frame) pairs with IoU >= 0.9 (structure, and in the prompted
+    colour: ``control_ious``), frames right (colour and shape per
     frame), the oracle's colour accuracy, caption accuracy (colour, shape, motion), temporal consistency and
     background flicker."""
     from minivdm.toyworld.oracle import score_videos
@@ -158,13 +143,27 @@ def evaluate_toy_controlvideo(model: ToyControlledTextToImage, tokenizer, batch,
     videos = torch.cat([toy_controlvideo(model, tokenizer, prompts[i:i + batch_size], controls[i:i + batch_size],
                                          settings=settings, seed=seed + i).cpu()
                         for i in range(0, len(prompts), batch_size)])
-    ious = frame_ious(videos, batch, objects)
+    ious = control_ious(videos, batch.masks, [[colour for colour, _, _ in o] for o in objects])
+    structure, prompted = ious["structure"], ious["prompted"]
     scores = score_videos(videos, [video_caption(o) for o in objects])
-    return {"mean_iou": ious.mean().item(), "iou_at_least_0.9": (ious >= 0.9).float().mean().item(),
+    return {"mean_iou": structure.mean().item(), "iou_at_least_0.9": (structure >= 0.9).float().mean().item(),
+            "mean_iou_prompted_colour": prompted.mean().item(),
+            "iou_prompted_colour_at_least_0.9": (prompted >= 0.9).float().mean().item(),
             "frames_right": frames_right(videos, objects), "colour_accuracy": scores["colour_accuracy"],
             "caption_accuracy": scores["caption_accuracy"], "temporal_consistency": scores["temporal_consistency"],
             "background_flicker": scores["background_flicker"], "videos": len(prompts),
-            "object_frames": len(ious)}
+            "object_frames": len(structure), **colour_binding(prompted.view(-1, settings.num_frames))}
+
+
+def colour_binding(prompted: torch.Tensor) -> dict[str, float]:
+    """How each object's prompted colour sticks to it over the frames, from its per-frame IoU in that colour
+    (objects, frames): the share of objects in their colour in every frame, in another colour in every frame (two
+    objects' colours swapped for the whole video: consistent, but not as prompted), or changing colour between
+    frames (the colours of two objects trading places from frame to frame: what makes a video flicker)."""
+    bound = prompted >= 0.5
+    every, none = bound.all(1), (~bound).all(1)
+    return {"colour_bound_every_frame": every.float().mean().item(), "colour_bound_no_frame": none.float().mean().item(),
+            "colour_changes_between_frames": (~every & ~none).float().mean().item()}
 
 
 def settings_for(row: str) -> ToyControlVideoSettings:
