@@ -310,7 +310,8 @@ def _out_of_time(started: float, max_seconds: float | None, accelerator) -> bool
 def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], Any],
           loss_fn: Callable[[torch.nn.Module, Any, torch.Generator], torch.Tensor], config: TrainConfig,
           checkpoint_dir: str | Path | None = None, *, run_description: dict[str, Any] | None = None,
-          progress: bool = True, device: str = "cpu", max_seconds: float | None = None) -> TrainResult:
+          progress: bool = True, device: str = "cpu", max_seconds: float | None = None,
+          mixed_precision: str = "no") -> TrainResult:
     """Train ``model`` for ``config.steps`` steps; resume from ``checkpoint_dir`` if it holds a state.
 
     ``run_description`` (JSON values) names what defines the run beyond ``config`` and the model's
@@ -321,6 +322,8 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     counted): after the first step that ends past it the state is checkpointed and the run stops, with
     ``steps_done`` < ``config.steps`` and ``stopped_early`` set. It is a stopping rule, not part of the
     run: a later call may resume with another budget, or none.
+    ``mixed_precision`` ("no", "fp16" or "bf16", on a GPU) runs the forward pass under autocast with
+    a scaled loss (accelerate); the weights, optimizer and checkpoints stay float32.
     """
     if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
                                     or not max_seconds >= 0):
@@ -333,7 +336,11 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     from accelerate import Accelerator  # imported here: a plain CPU run pays for it only when training
     from accelerate.utils import send_to_device
 
-    accelerator = Accelerator(cpu=device == "cpu")
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
+    if mixed_precision != "no" and device == "cpu":
+        raise ValueError(f"mixed_precision={mixed_precision!r} is for a GPU (device='cuda'); on the CPU train in float32")
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
     torch.manual_seed(config.seed)  # dropout and any module that draws from the global generator
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(config.parameter_groups(model), lr=config.learning_rate, weight_decay=0.0)

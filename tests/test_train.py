@@ -162,3 +162,10 @@ def test_lr_multipliers_scale_the_step_of_the_named_parameters_only(tmp_path):
         train(model, next_batch, loss_fn, replace(config, steps=2, lr_multipliers=()), tmp_path / "ck", progress=False)
     with pytest.raises(ValueError, match="lr_multipliers"):
         TrainConfig(lr_multipliers=(("temporal", 0.0),))
+
+
+def test_mixed_precision_is_for_a_gpu_and_named():
+    with pytest.raises(ValueError, match="mixed_precision='fp16' is for a GPU"):
+        train(make_model(), next_batch, loss_fn, CONFIG, progress=False, mixed_precision="fp16")
+    with pytest.raises(ValueError, match="mixed_precision must be 'no', 'fp16' or 'bf16'"):
+        train(make_model(), next_batch, loss_fn, CONFIG, progress=False, mixed_precision="fp8")
