@@ -204,6 +204,38 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--conditioning-scale", type=float, default=None,
                           help="controlvideo: weight of the ControlNet's residuals, >= 0 (default 1)")
 
+    tune = commands.add_parser("tune-a-video", help="full scale: tune an image checkpoint on one video, then edit it by "
+                                                    "prompt (Tune-A-Video; local weights only)")
+    tune.add_argument("--config", required=True, help="sd14 (the paper's base) or sd15")
+    tune.add_argument("--video", required=True, help=".mp4 or .gif to tune on; its first --frames frames are used")
+    tune.add_argument("--prompt", required=True, help="what the video shows, e.g. 'a man is skiing'")
+    tune.add_argument("--edit", required=True, action="append",
+                      help="an edited prompt, e.g. 'spider man is skiing on the beach' (repeat for several)")
+    tune.add_argument("--out", required=True, type=folder_to_write,
+                      help="folder: tuned_unet.safetensors, edit_<k>.mp4, the resumable tuning state")
+    tune.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
+    tune.add_argument("--tuned", default=None, help="tuned weights written by an earlier run: skip tuning")
+    tune.add_argument("--tuned-unet", default=None,
+                      help="a whole tuned U-Net folder in the official Tune-A-Video layout: skip tuning")
+    tune.add_argument("--allow-pickle", action="store_true",
+                      help="--tuned-unet: read .bin weights (pickle can run code: only for files you trust)")
+    tune.add_argument("--tune-steps", type=positive_int, default=500, help="tuning steps (default 500, the paper's)")
+    tune.add_argument("--learning-rate", type=float, default=3e-5)
+    tune.add_argument("--frames", type=positive_int, default=8, help="frames of --video to use (the paper: 24)")
+    tune.add_argument("--steps", type=positive_int, default=50, help="DDIM steps of inversion and of sampling")
+    tune.add_argument("--guidance", type=float, default=12.5)
+    tune.add_argument("--seed", type=int, default=33)
+    tune.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    tune.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16",
+                      help="on GPU: fp16 autocast while tuning, this dtype for editing")
+    tune.add_argument("--height", type=int, default=None)
+    tune.add_argument("--width", type=int, default=None)
+    tune.add_argument("--fps", type=positive_int, default=8)
+    tune.add_argument("--format", choices=["mp4", "gif"], default="mp4")
+    tune.add_argument("--gradient-checkpointing", choices=["on", "off"], default=None,
+                      help="recompute attention in the backward pass (default: on with a GPU)")
+    tune.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
+
     exercises = commands.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
 
@@ -329,6 +361,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         from minivdm.curation.folder_run import run_curate_command
 
         print(run_curate_command(args))
+        return 0
+    if args.command == "tune-a-video":
+        from minivdm.full_scale_tune_a_video import command_line, tune_a_video_full_scale
+
+        checkpointing = None if args.gradient_checkpointing is None else args.gradient_checkpointing == "on"
+        for path in tune_a_video_full_scale(
+                args.config, args.video, args.prompt, args.edit, args.out, weights=args.weights, tuned=args.tuned,
+                tuned_unet=args.tuned_unet, allow_pickle=args.allow_pickle, tune_steps=args.tune_steps,
+                learning_rate=args.learning_rate, num_frames=args.frames, steps=args.steps,
+                guidance_scale=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
+                height=args.height, width=args.width, fps=args.fps, fmt="." + args.format,
+                gradient_checkpointing=checkpointing, check_config=not args.no_config_check,
+                command=command_line(argv)):
+            print(path)
         return 0
     if args.command == "generate":
         from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video

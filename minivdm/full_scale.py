@@ -266,17 +266,17 @@ def default_smoother_steps(steps: int) -> tuple[int, ...]:
     return tuple(index for index in (first, first + 1) if index < steps)
 
 
-def read_control_frames(path: str | Path, num_frames: int) -> torch.Tensor:
-    """The first ``num_frames`` frames (3, N, H, W) in [-1, 1] of the control video at ``path``."""
+def read_control_frames(path: str | Path, num_frames: int, *, option: str = "--control-video",
+                        role: str = "whose frames give the controls") -> torch.Tensor:
+    """The first ``num_frames`` frames (3, N, H, W) in [-1, 1] of the video at ``path`` (given as ``option``)."""
     from minivdm.io.video_files import read_video
 
     try:
         video = read_video(path)
     except (OSError, ValueError) as error:  # a missing, misnamed or broken file: the message says which
-        raise type(error)(f"--control-video: {error} (expected an .mp4 or .gif whose frames give the controls)") \
-            from None
+        raise type(error)(f"{option}: {error} (expected an .mp4 or .gif {role})") from None
     if video.shape[1] < num_frames:
-        raise ValueError(f"--control-video {path} has {video.shape[1]} frames, fewer than the {num_frames} asked for "
+        raise ValueError(f"{option} {path} has {video.shape[1]} frames, fewer than the {num_frames} asked for "
                          f"(--frames); give a longer video or --frames {video.shape[1]} or fewer")
     return video[:, :num_frames]
 
