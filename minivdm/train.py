@@ -345,7 +345,8 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(config.parameter_groups(model), lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, config.learning_rate_factor)
-    ema_model = copy.deepcopy(model).requires_grad_(False)
+    # ema_decay = 0 makes the EMA the weights themselves: no copy (one-shot tuning of a full-size model keeps one)
+    ema_model = model if config.ema_decay == 0 else copy.deepcopy(model).requires_grad_(False)
     losses: list[float] = []
     start_step, earlier_seconds = 0, 0.0
 
@@ -400,7 +401,8 @@ def train(model: torch.nn.Module, next_batch: Callable[[int, torch.Generator], A
         accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        _update_ema(ema_model, model, config.ema_decay)
+        if ema_model is not model:
+            _update_ema(ema_model, model, config.ema_decay)
         window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
         if len(window) == config.log_every:
             losses.append(sum(window) / len(window))

@@ -169,3 +169,12 @@ def test_mixed_precision_is_for_a_gpu_and_named():
         train(make_model(), next_batch, loss_fn, CONFIG, progress=False, mixed_precision="fp16")
     with pytest.raises(ValueError, match="mixed_precision must be 'no', 'fp16' or 'bf16'"):
         train(make_model(), next_batch, loss_fn, CONFIG, progress=False, mixed_precision="fp8")
+
+
+def test_ema_decay_zero_keeps_no_copy(tmp_path):
+    config = replace(CONFIG, ema_decay=0.0, steps=40)
+    result = train(make_model(), next_batch, loss_fn, config, tmp_path / "run", progress=False)
+    assert result.ema_model is result.model  # the weights themselves: no second copy of a large model
+    resumed = train(make_model(), next_batch, loss_fn, replace(config, steps=60), tmp_path / "run", progress=False)
+    straight = train(make_model(), next_batch, loss_fn, replace(config, steps=60), progress=False)
+    assert torch.equal(resumed.model.weight, straight.model.weight)
