@@ -6,9 +6,11 @@
     train-vdm        train the toy world's text-to-video VDM (chapter "Video Diffusion Models")
     train-toy-clip   reproduce the shipped toy CLIP and aesthetic head (data curation)
     train-toy-controlnet  train the toy ControlNet (edge maps) on the frozen toy text-to-image model
+    train-toy-tune-a-video  tune the toy text-to-image model on one held-out clip (Tune-A-Video, chapter 8)
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
                      video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet)
+    tune-a-video     full scale: tune an image checkpoint on one video, then edit it by prompt (Tune-A-Video)
     make-exercises   regenerate exercises/ from solutions/
     course           copy the tutorials and exercises to your own folder to work in
     grade            instructors: grade a folder of submitted exercise notebooks into a gradebook
@@ -136,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     toy_controlnet.add_argument("--dataset-size", type=positive_int, default=None, help="override the recipe's images")
     toy_controlnet.add_argument("--max-minutes", type=float, default=None,
                                 help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
+
+    toy_tav = commands.add_parser("train-toy-tune-a-video",
+                                  help="tune the toy text-to-image model on one held-out clip (Tune-A-Video's example)")
+    toy_tav.add_argument("--out", required=True, type=folder_to_write, help="folder to write (tuned_unet.safetensors)")
+    toy_tav.add_argument("--steps", type=positive_int, default=500)
+    toy_tav.add_argument("--source", type=int, default=0, help="index of the held-out clip to tune on")
+    toy_tav.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
@@ -337,6 +346,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                             temporal_text_modulation=args.temporal_text_modulation,
                             high_noise_fraction=args.high_noise_fraction, high_noise_band=tuple(args.high_noise_band),
                             device=args.device, max_minutes=args.max_minutes, **options))
+        return 0
+    if args.command == "train-toy-tune-a-video":
+        from minivdm.toy.tune_a_video import train_toy_tune_a_video
+
+        if args.source < 0:
+            parser.error(f"train-toy-tune-a-video: --source must be >= 0, got {args.source}")
+        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        print(train_toy_tune_a_video(args.out, source_index=args.source, steps=args.steps,
+                                     checkpoint_dir=args.checkpoint_dir, command=command))
         return 0
     if args.command == "train-toy-controlnet":
         import dataclasses

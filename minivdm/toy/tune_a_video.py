@@ -159,3 +159,57 @@ def summarise(rows: dict[str, list]) -> dict[str, float]:
     out["median_position_error_px"] = position.median().item()
     out["edits"] = len(rows["colour"])
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The shipped example: the toy model tuned on one held-out clip (data/toy_tune_a_video)
+
+TUNED_EXAMPLE_SOURCE = 0  # index into held_out_sources
+
+
+def tuned_example_dir() -> Path:
+    from minivdm.toy import DATA_DIR
+
+    return DATA_DIR / "toy_tune_a_video"
+
+
+def train_toy_tune_a_video(out: str | Path | None = None, *, source_index: int = TUNED_EXAMPLE_SOURCE,
+                           steps: int = TOY_TUNING.steps, checkpoint_dir: str | Path | None = None,
+                           command: str = "") -> Path:
+    """Tune the shipped toy text-to-image model on held-out clip ``source_index`` and write the tuned parameters
+    (``tuned_unet.safetensors``, with the command, the source and the training time in its metadata)."""
+    import time
+
+    from minivdm.methods.tune_a_video import save_tuned_weights
+    from minivdm.toy.text_to_image import load_text_to_image
+
+    out = Path(out) if out is not None else tuned_example_dir()
+    model, tokenizer = load_text_to_image()
+    batch = held_out_sources(source_index + 1)
+    source, source_caption = batch.video[source_index:source_index + 1], batch.captions[source_index]
+    start = time.perf_counter()
+    unet = tune_toy(model, tokenizer, source, source_caption, steps=steps, checkpoint_dir=checkpoint_dir, progress=True)
+    seconds = time.perf_counter() - start
+    return save_tuned_weights(unet, out / "tuned_unet.safetensors", {
+        "command": command, "source_index": str(source_index), "held_out_seed": str(HELD_OUT_SEED),
+        "source_caption": source_caption, "steps": str(steps), "train_seconds": str(round(seconds)),
+        "train_config": str(replace(TOY_TUNING, steps=steps)), "base": "toy_text_to_image"})
+
+
+def load_toy_tune_a_video(folder: str | Path | None = None, device: str | torch.device = "cpu"):
+    """(tuned U-Net, toy text-to-image model, tokenizer, source clip (1, 3, 8, 32, 32), its caption) of the shipped
+    example; the tuned weights are checked against the base model they were tuned from."""
+    from minivdm.io.checkpoints import read_safetensors_metadata
+    from minivdm.methods.tune_a_video import load_tuned_weights
+    from minivdm.toy.text_to_image import load_text_to_image
+
+    path = Path(folder if folder is not None else tuned_example_dir()) / "tuned_unet.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no tuned example at {path}; make one with "
+                                f"`python -m minivdm train-toy-tune-a-video --out {path.parent}`")
+    metadata = read_safetensors_metadata(path)
+    model, tokenizer = load_text_to_image(device=device)
+    unet = load_tuned_weights(inflate_for_tune_a_video(model.unet), path).eval()
+    index = int(metadata["source_index"])
+    batch = held_out_sources(index + 1, seed=int(metadata["held_out_seed"]))
+    return unet, model, tokenizer, batch.video[index:index + 1].to(device), batch.captions[index]
