@@ -12,16 +12,9 @@ import torch
 
 from minivdm.__main__ import main
 from minivdm.io.video_files import read_video, write_video
+from test_controlvideo_cli import moving_square_video  # a white square moving 2 px right per frame, 5 frames
 
 FRAMES = 4
-
-
-def moving_square_video(frames: int = FRAMES + 1, size: int = 16) -> torch.Tensor:
-    """(3, frames, size, size) in [-1, 1]: a white 6 x 6 square on black moving 2 px right per frame."""
-    video = -torch.ones(3, frames, size, size)
-    for k in range(frames):
-        video[:, k, 5:11, 1 + 2 * k:7 + 2 * k] = 1.0
-    return video
 
 
 @pytest.fixture(scope="module")
