@@ -12,7 +12,9 @@ is tuned once with ST-attention (snapshots at 100, 300 and 500 steps of the same
 * "Tune-A-Video (500 steps)": tuned, DDIM inversion of the source (empty prompt), guidance 3, 30 DDIM steps;
 * "no DDIM inversion": the tuned model from fresh noise;
 * "no ST-attention": tuned and edited with per-frame self-attention;
-* "no tuning (0 steps)", "100 steps", "300 steps": the tuning sweep (0 = the inflated image model).
+* "no tuning (0 steps)", "100 steps", "300 steps": the tuning sweep (0 = the inflated image model);
+* "no tuning, no inversion": the inflated image model from fresh noise (what the tuned weights add, against the
+  "no DDIM inversion" row).
 
 Per edit: colour and shape as prompted ("edit followed": both), the direction of motion kept, the mean distance
 of the edited object's path (each relative to its first frame) to the source's ("path within 2 px"), its
@@ -32,7 +34,8 @@ from pathlib import Path
 import torch
 
 ROWS = ("Tune-A-Video (500 steps)", "no DDIM inversion", "no ST-attention", "no tuning (0 steps)", "100 steps",
-        "300 steps")
+        "300 steps", "no tuning, no inversion")
+UNTUNED_FROM_NOISE = "no tuning, no inversion"  # the inflated image model from fresh noise: what neither piece gives
 
 
 def interval(rate: float, n: int) -> str:
@@ -42,18 +45,15 @@ def interval(rate: float, n: int) -> str:
     return f"{rate:.3f} ({low:.2f}-{high:.2f})"
 
 
-def measure_source(model, tokenizer, batch, index: int) -> dict:
-    """Every row's scored edits (and reconstruction) of source ``index``."""
-    from minivdm.toy.tune_a_video import (TUNING_STEPS, ToyEditSettings, caption, edit_captions, edit_toy,
-                                          score_edits, tune_toy)
+def row_runner(model, tokenizer, batch, index: int, out: dict):
+    """``run(row, unet, settings)``: edit source ``index`` with ``unet`` (its caption, then its three edits), score
+    the videos into ``out["rows"][row]``."""
+    from minivdm.toy.tune_a_video import ToyEditSettings, caption, edit_captions, edit_toy, score_edits
 
-    source, source_caption = batch.video[index:index + 1], batch.captions[index]
-    obj = batch.objects[index][0]
+    source, obj = batch.video[index:index + 1], batch.objects[index][0]
     edits = edit_captions(obj, seed=index)
     original = (obj.colour, obj.shape, obj.motion)
     captions = [caption(*original)] + [caption(*edit) for edit in edits]
-    out = {"source": index, "caption": source_caption, "edits": [caption(*edit) for edit in edits], "rows": {},
-           "seconds": {}}
 
     def run(row: str, unet, settings=ToyEditSettings()):
         start = time.perf_counter()
@@ -62,6 +62,19 @@ def measure_source(model, tokenizer, batch, index: int) -> dict:
                             "reconstruction": score_edits(videos[:1], source, [original])}
         out["seconds"][row + " (edit)"] = time.perf_counter() - start
 
+    return run
+
+
+def measure_source(model, tokenizer, batch, index: int) -> dict:
+    """Every row's scored edits (and reconstruction) of source ``index``."""
+    from minivdm.toy.tune_a_video import TUNING_STEPS, ToyEditSettings, caption, edit_captions, tune_toy
+
+    source, source_caption = batch.video[index:index + 1], batch.captions[index]
+    edits = edit_captions(batch.objects[index][0], seed=index)
+    out = {"source": index, "caption": source_caption, "edits": [caption(*edit) for edit in edits], "rows": {},
+           "seconds": {}}
+    run = row_runner(model, tokenizer, batch, index, out)
+
     with tempfile.TemporaryDirectory() as folder:
         for steps in TUNING_STEPS:
             start = time.perf_counter()
@@ -69,6 +82,8 @@ def measure_source(model, tokenizer, batch, index: int) -> dict:
             out["seconds"][f"tune to {steps}"] = time.perf_counter() - start
             name = {0: "no tuning (0 steps)", 500: "Tune-A-Video (500 steps)"}.get(steps, f"{steps} steps")
             run(name, unet)
+            if steps == 0:
+                run(UNTUNED_FROM_NOISE, unet, ToyEditSettings(inversion=False))
             if steps == 500:
                 run("no DDIM inversion", unet, ToyEditSettings(inversion=False))
     start = time.perf_counter()
@@ -76,6 +91,20 @@ def measure_source(model, tokenizer, batch, index: int) -> dict:
     out["seconds"]["tune without ST-attention"] = time.perf_counter() - start
     run("no ST-attention", unet)
     return out
+
+
+def complete_untuned_rows(model, tokenizer, batch, done: dict) -> list[int]:
+    """Measure the row that needs no tuning on finished sources that lack it; the sources completed."""
+    from minivdm.models.tune_a_video_unet import inflate_for_tune_a_video
+    from minivdm.toy.tune_a_video import ToyEditSettings
+
+    completed = []
+    for index, result in sorted(done.items()):
+        if UNTUNED_FROM_NOISE not in result["rows"]:
+            run = row_runner(model, tokenizer, batch, index, result)
+            run(UNTUNED_FROM_NOISE, inflate_for_tune_a_video(model.unet).eval(), ToyEditSettings(inversion=False))
+            completed.append(index)
+    return completed
 
 
 def merge(results: list[dict]) -> dict:
@@ -117,6 +146,10 @@ def main() -> None:
         done = {}
         if rows_path.exists():
             done = {row["source"]: row for row in map(json.loads, rows_path.read_text().splitlines()) if row}
+        completed = complete_untuned_rows(model, tokenizer, batch, done)
+        if completed:  # rows added to this benchmark after those sources were measured: the file is rewritten whole
+            rows_path.write_text("".join(json.dumps(done[index]) + "\n" for index in sorted(done)))
+            print(f"added {UNTUNED_FROM_NOISE!r} to sources {completed}", flush=True)
         for index in range(shard, args.sources, shards):
             if index not in done:
                 done[index] = measure_source(model, tokenizer, batch, index)

@@ -167,7 +167,7 @@ def base_fingerprint(unet: TuneAVideoUNet) -> str:
 
 def save_tuned_weights(unet: TuneAVideoUNet, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """The tuned parameters only (T-Attn, W^Q of ST-Attn and cross-attention) as safetensors, with the base
-    model's fingerprint and config: a few % of the U-Net (SD 1.4: 74 M of 909 M parameters)."""
+    model's fingerprint and config: 8% of the U-Net (SD 1.4: 74.35 M of 909.12 M parameters)."""
     import json
 
     from safetensors.torch import save_file
