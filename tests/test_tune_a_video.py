@@ -248,3 +248,26 @@ def test_bad_inputs_are_refused_clearly():
     with pytest.raises(ValueError, match="frames"):
         edit_video(inflated, torch.randn(1, 3, 1, 32, 32), text, text, CosineSchedule(),
                    CosineSchedule().uniform_times(2))
+
+
+def test_sparse_causal_weights_cover_the_two_key_frames():
+    from minivdm.viz.sparse_causal_plots import plot_sparse_causal_attention, sparse_causal_weights
+
+    torch.manual_seed(0)
+    attention = SparseCausalAttention(8, 2, 4)
+    tokens = torch.randn(2 * 5, 16, 8)
+    for frame in range(5):
+        weights = sparse_causal_weights(attention, tokens, 5, frame, 3)
+        assert weights.shape == (2, 16) and torch.isclose(weights.sum(), torch.tensor(1.0))
+    first = sparse_causal_weights(attention, tokens, 5, 0, 3)
+    torch.testing.assert_close(first[0], first[1])  # frame 1's context is [frame 1; frame 1]
+    # the weights of frame 4 (0-based 3) over [frame 1; frame 3], written out
+    third = sparse_causal_weights(attention, tokens, 5, 3, 3)
+    q = attention.to_q(tokens[3, 3:4]).view(1, 2, 4).transpose(0, 1)
+    k = attention.to_k(torch.cat([tokens[0], tokens[2]])).view(32, 2, 4).transpose(0, 1)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1).mean(0)[0].reshape(2, 16)
+    torch.testing.assert_close(third, expected.detach())
+    figure = plot_sparse_causal_attention(torch.rand(3, 5, 8, 8) * 2 - 1, third, 3, (4.0, 4.0), title="t")
+    assert len(figure.axes) == 5
+    with pytest.raises(ValueError, match="query_frame"):
+        sparse_causal_weights(attention, tokens, 5, 5, 0)
