@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/toy_model_oracle.py text-to-image [--folder data/toy_text_to_image]
     OMP_NUM_THREADS=1 .venv/bin/python bench/toy_model_oracle.py vdm [--folder data/toy_vdm] [--prompts 100]
     .venv/bin/python bench/toy_model_oracle.py controlnet [--folder data/toy_controlnet] [--prompts 200] [--out x.json]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/toy_model_oracle.py tune-a-video [--folder data/toy_tune_a_video]
 
 denoisers: the chapter-1 eps and v models from the same ``--samples`` noises (seed 2), 50 DDIM steps from t = 1,
 colour fidelity (palette distance, object colour error, readable fraction) and the mean RGB shift against toy-world frames.
@@ -11,6 +12,9 @@ text-to-image: 500 prompts (generate_images 100 x seed 2024, 200 x seed 7, 200 x
 about 1 s per prompt on one thread. vdm: ``--prompts`` captions of generate(seed=2024, frames=8), guidance 3, 20 steps.
 controlnet: ``--prompts`` held-out images of generate_images(seed=2024), their edge maps as the control and their
 captions as prompts, guidance 3, 30 steps: mean object IoU against the control's masks, share >= 0.9, colour.
+tune-a-video: the shipped tuned example against the untuned inflated model on its source clip: the source's own
+caption (reconstruction: mean absolute pixel error) and its three edits (colour, shape, both), from the DDIM
+inversion, guidance 3, 30 steps (the benchmark over 20 sources is bench/toy_tune_a_video.py).
 """
 
 from __future__ import annotations
@@ -97,9 +101,26 @@ def controlnet(folder: str | None, prompts: int, out: str | None = None) -> None
         print(f"wrote {out}")
 
 
+def tune_a_video(folder: str | None) -> None:
+    from minivdm.toy.tune_a_video import (caption, edit_captions, edit_toy, held_out_sources, load_toy_tune_a_video,
+                                          score_edits, tune_toy)
+
+    tuned, model, tokenizer, source, source_caption = load_toy_tune_a_video(folder)
+    obj = held_out_sources(1).objects[0][0]
+    edits = edit_captions(obj, seed=0)
+    captions = [source_caption] + [caption(*edit) for edit in edits]
+    for name, unet in (("tuned (shipped)", tuned), ("untuned (inflated image model)",
+                                                    tune_toy(model, tokenizer, source, source_caption, steps=0))):
+        videos = edit_toy(unet, model, tokenizer, source, captions, seed=0)
+        rows = score_edits(videos[1:], source, edits)
+        print(f"{name}: reconstruction pixel error {(videos[:1] - source).abs().mean():.3f}; edits {captions[1:]}: "
+              f"followed {rows['edit_followed']}, direction kept {rows['direction']}, path error (px) "
+              f"{[round(p, 1) for p in rows['path_error']]}, consistent {rows['consistent']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["denoisers", "text-to-image", "vdm", "controlnet"])
+    parser.add_argument("model", choices=["denoisers", "text-to-image", "vdm", "controlnet", "tune-a-video"])
     parser.add_argument("--folder", default=None, help="model folder (default: the shipped one in data/)")
     parser.add_argument("--prompts", type=int, default=100, help="vdm, controlnet: number of held-out prompts")
     parser.add_argument("--samples", type=int, default=200, help="denoisers: number of samples per model")
@@ -112,6 +133,8 @@ def main() -> None:
         text_to_image(args.folder)
     elif args.model == "controlnet":
         controlnet(args.folder, args.prompts, args.out)
+    elif args.model == "tune-a-video":
+        tune_a_video(args.folder)
     else:
         vdm(args.folder, args.prompts)
 

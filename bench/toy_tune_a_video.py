@@ -21,6 +21,11 @@ of the edited object's path (each relative to its first frame) to the source's (
 position error, one object seen, the oracle's temporal consistency. The source caption is edited too
 ("reconstruction"): how much of the clip inversion + the tuned model give back. Rows of finished sources are
 appended to a JSON-lines file, so a killed run resumes where it stopped.
+
+Each process measures its sources in order in one stream of torch's global generator (seeded 0 at the start), which
+also draws the new temporal attention's initial weights at each inflation: the same command with the same
+``--shard`` repeats every figure when it runs uninterrupted (a resumed run starts the stream again at its first
+unfinished source); another split gives other initial weights, and figures within their noise.
 """
 
 from __future__ import annotations

@@ -85,7 +85,12 @@ def tune_toy(model: ToyTextToImage, tokenizer, source: torch.Tensor, source_capt
              sparse_causal: bool = True, checkpoint_dir: str | Path | None = None,
              config: TrainConfig = TOY_TUNING, progress: bool = False) -> TuneAVideoUNet:
     """The toy model's U-Net inflated and tuned ``steps`` steps on one clip (1, 3, T, 32, 32). With the same
-    ``checkpoint_dir``, a later call with more steps continues the same run (constant learning rate)."""
+    ``checkpoint_dir``, a later call with more steps continues the same run (constant learning rate).
+
+    The new temporal attention's initial weights (all but its zero output projection) are drawn from torch's global
+    generator when the U-Net is inflated, as any new layer's are; its state therefore decides the run as much as the
+    training seed does. A fresh process running the same calls in the same order (the example's command, the
+    benchmark with the same ``--shard``) repeats them exactly; seed the generator first for a run on its own."""
     unet = inflate_for_tune_a_video(model.unet, sparse_causal=sparse_causal)
     if steps > 0:
         with tempfile.TemporaryDirectory() if checkpoint_dir is None else nullcontext(checkpoint_dir) as folder:
