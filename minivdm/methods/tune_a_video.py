@@ -94,19 +94,21 @@ def tune_a_video(unet: TuneAVideoUNet, video: torch.Tensor, text: torch.Tensor, 
     select_trainable(unet)
 
     def next_batch(step: int, generator: torch.Generator):
-        # the same clip every step (the official batch of 1); t drawn here, the noise in the loss
+        # the same clip every step (the official batch of 1); t and the noise drawn here, on the CPU generator
+        # (the training loop moves the batch to the model's device)
         if integer_timesteps:
             k = torch.randint(schedule.num_train_timesteps, (1,), generator=generator)
             t = schedule.t_from_timestep(k).float()
         else:
             t = torch.rand(1, generator=generator)
-        return video, text, t
+        noise = torch.randn(video.shape, generator=generator, dtype=torch.float32)
+        return video, text, t, noise
 
     def loss_fn(unet_being_tuned, batch, generator: torch.Generator) -> torch.Tensor:
-        clip, caption, t = batch
+        clip, caption, t, noise = batch
         tuned = unet_time(unet_being_tuned, schedule, integer_timesteps)
         return diffusion_loss(lambda z_t, times: tuned(z_t, times, caption), clip, schedule, prediction_type,
-                              t=t.to(clip.dtype), generator=generator)
+                              t=t.to(clip.dtype), noise=noise.to(clip.dtype))
 
     described = {"recipe": "tune-a-video", "prediction_type": prediction_type,
                  "integer_timesteps": integer_timesteps, **(run_description or {})}
