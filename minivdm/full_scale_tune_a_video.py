@@ -100,6 +100,7 @@ def tune_a_video_full_scale(config_name: str, video: str | Path, prompt: str, ed
     device, inference_dtype = _device_and_dtype(device, dtype)
     tuning = tuned is None and tuned_unet is None
     folder = resolve_weights(weights, config_name, IMAGE_HF_IDS)
+    torch.manual_seed(seed)  # the temporal attention's initial weights, drawn at inflation: the same on every run
     # tuning keeps float32 weights (fp16 autocast on a GPU, as the official recipe's mixed precision); inference casts.
     # TuneAVideoUNet.from_pretrained inflates an image U-Net, or reads a tuned one in the official layout
     unet, vae, text_encoder, tokenizer, settings = load_components(

@@ -140,3 +140,12 @@ def test_bad_requests_are_refused_by_name(tiny, tmp_path, capsys, change, messag
         argv += [option, value]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_two_fresh_runs_tune_the_same_weights(tiny, tmp_path):
+    from minivdm.io.checkpoints import read_safetensors
+
+    assert main(command(tiny, tmp_path / "a")) == 0
+    assert main(command(tiny, tmp_path / "b")) == 0
+    a, b = (read_safetensors(tmp_path / run / "tuned_unet.safetensors") for run in ("a", "b"))
+    assert all(torch.equal(a[name], b[name]) for name in a)  # the temporal layers' init is seeded (--seed)

@@ -192,6 +192,7 @@ def train_toy_tune_a_video(out: str | Path | None = None, *, source_index: int =
     model, tokenizer = load_text_to_image()
     batch = held_out_sources(source_index + 1)
     source, source_caption = batch.video[source_index:source_index + 1], batch.captions[source_index]
+    torch.manual_seed(TOY_TUNING.seed)  # the temporal attention's initial weights: the same on every run
     start = time.perf_counter()
     unet = tune_toy(model, tokenizer, source, source_caption, steps=steps, checkpoint_dir=checkpoint_dir, progress=True)
     seconds = time.perf_counter() - start
