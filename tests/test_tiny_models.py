@@ -135,7 +135,8 @@ def _recorded_commands(folder) -> list[str]:
     return commands
 
 
-@pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet"])
+@pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet",
+                                    "toy_tune_a_video"])
 def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
     from minivdm.toy import DATA_DIR
 
@@ -153,7 +154,23 @@ def test_every_data_folder_is_a_shipped_model_with_a_card():
     from minivdm.toy import DATA_DIR
 
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_controlnet",
-                                                          "toy_text_to_image", "toy_vdm"]
+                                                          "toy_text_to_image", "toy_tune_a_video", "toy_vdm"]
+
+
+def test_the_shipped_tune_a_video_example_is_tuned_from_the_shipped_image_model():
+    from minivdm.io.checkpoints import read_safetensors_metadata
+    from minivdm.models.tune_a_video_unet import inflate_for_tune_a_video, tuned_parameter_names
+    from minivdm.toy.tune_a_video import held_out_sources, load_toy_tune_a_video, tuned_example_dir
+
+    unet, model, _, source, caption = load_toy_tune_a_video()  # refuses weights tuned from another base
+    metadata = read_safetensors_metadata(tuned_example_dir() / "tuned_unet.safetensors")
+    assert metadata["source_caption"] == caption == held_out_sources(1).captions[0]
+    assert source.shape == (1, 3, 8, 32, 32) and metadata["steps"] == "500"
+    untuned = inflate_for_tune_a_video(model.unet)
+    moved = [n for n in tuned_parameter_names(unet) if not torch.equal(unet.get_parameter(n), untuned.get_parameter(n))]
+    assert len(moved) == len(tuned_parameter_names(unet))  # every tuned tensor was tuned
+    frozen = set(unet.state_dict()) - set(tuned_parameter_names(unet))
+    assert all(torch.equal(unet.state_dict()[n], untuned.state_dict()[n]) for n in frozen)
 
 
 def test_wilson_interval_holds_the_rate_and_narrows_with_more_prompts():
