@@ -70,20 +70,24 @@ def row_runner(model, tokenizer, batch, index: int, out: dict):
     return run
 
 
-def measure_source(model, tokenizer, batch, index: int) -> dict:
-    """Every row's scored edits (and reconstruction) of source ``index``."""
-    from minivdm.toy.tune_a_video import TUNING_STEPS, ToyEditSettings, caption, edit_captions, tune_toy
+def measure_source(model, tokenizer, batch, index: int, learning_rate: float | None = None) -> dict:
+    """Every row's scored edits (and reconstruction) of source ``index``; ``learning_rate`` overrides the recipe's."""
+    from dataclasses import replace
+
+    from minivdm.toy.tune_a_video import TOY_TUNING, TUNING_STEPS, ToyEditSettings, caption, edit_captions, tune_toy
+
+    config = TOY_TUNING if learning_rate is None else replace(TOY_TUNING, learning_rate=learning_rate)
 
     source, source_caption = batch.video[index:index + 1], batch.captions[index]
     edits = edit_captions(batch.objects[index][0], seed=index)
     out = {"source": index, "caption": source_caption, "edits": [caption(*edit) for edit in edits], "rows": {},
-           "seconds": {}}
+           "seconds": {}, "learning_rate": config.learning_rate}
     run = row_runner(model, tokenizer, batch, index, out)
 
     with tempfile.TemporaryDirectory() as folder:
         for steps in TUNING_STEPS:
             start = time.perf_counter()
-            unet = tune_toy(model, tokenizer, source, source_caption, steps=steps, checkpoint_dir=folder)
+            unet = tune_toy(model, tokenizer, source, source_caption, steps=steps, checkpoint_dir=folder, config=config)
             out["seconds"][f"tune to {steps}"] = time.perf_counter() - start
             name = {0: "no tuning (0 steps)", 500: "Tune-A-Video (500 steps)"}.get(steps, f"{steps} steps")
             run(name, unet)
@@ -92,7 +96,7 @@ def measure_source(model, tokenizer, batch, index: int) -> dict:
             if steps == 500:
                 run("no DDIM inversion", unet, ToyEditSettings(inversion=False))
     start = time.perf_counter()
-    unet = tune_toy(model, tokenizer, source, source_caption, steps=500, sparse_causal=False)
+    unet = tune_toy(model, tokenizer, source, source_caption, steps=500, sparse_causal=False, config=config)
     out["seconds"]["tune without ST-attention"] = time.perf_counter() - start
     run("no ST-attention", unet)
     return out
@@ -133,6 +137,7 @@ def main() -> None:
     parser.add_argument("--rows", default=None, help="JSON-lines file of finished sources (resumed)")
     parser.add_argument("--merge", nargs="*", default=None, help="only merge these JSON-lines files into --out")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the tuning recipe's (3e-4)")
     args = parser.parse_args()
 
     results: list[dict] = []
@@ -157,7 +162,7 @@ def main() -> None:
             print(f"added {UNTUNED_FROM_NOISE!r} to sources {completed}", flush=True)
         for index in range(shard, args.sources, shards):
             if index not in done:
-                done[index] = measure_source(model, tokenizer, batch, index)
+                done[index] = measure_source(model, tokenizer, batch, index, args.learning_rate)
                 with open(rows_path, "a") as file:
                     file.write(json.dumps(done[index]) + "\n")
                 print(f"source {index}: {done[index]['caption']} ({sum(done[index]['seconds'].values()):.0f} s)", flush=True)
