@@ -54,6 +54,11 @@ def file_to_write(*suffixes: str):
     return check
 
 
+def command_line(argv: list[str] | None) -> str:
+    """The command as typed, for a trained model's metadata (its reproduce command)."""
+    return "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+
+
 def positive_int(text: str) -> int:
     if not text.lstrip("+").isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
@@ -294,7 +299,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         from minivdm.toy.denoisers import CHAPTER1_TRAIN, train_image_denoiser
 
         config = CHAPTER1_TRAIN if args.steps is None else dataclasses.replace(CHAPTER1_TRAIN, steps=args.steps)
-        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = command_line(argv)
         print(train_image_denoiser(args.prediction, args.out, config=config, checkpoint_dir=args.checkpoint_dir, command=command))
         return 0
     if args.command == "train-text-to-image":
@@ -305,7 +310,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         recipe = TEXT_TO_IMAGE_TRAIN if args.anneal_from is None else TEXT_TO_IMAGE_ANNEAL
         overrides = {"steps": args.steps, "seed": args.seed, "learning_rate": args.learning_rate}
         config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = command_line(argv)
         print(train_text_to_image(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
                                   init_from=args.anneal_from, command=command))
         return 0
@@ -335,7 +340,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         if any(factor is not None for _, factor in multipliers):
             overrides["lr_multipliers"] = tuple((part, factor) for part, factor in multipliers if factor is not None)
         config = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = command_line(argv)
         options = {} if args.dataset_size is None else {"dataset_size": args.dataset_size}
         if args.image_model is not None:
             options["image_model"] = None if args.image_model == "none" else args.image_model
@@ -352,7 +357,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
 
         if args.source < 0:
             parser.error(f"train-toy-tune-a-video: --source must be >= 0, got {args.source}")
-        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = command_line(argv)
         print(train_toy_tune_a_video(args.out, source_index=args.source, steps=args.steps,
                                      checkpoint_dir=args.checkpoint_dir, command=command))
         return 0
@@ -364,7 +369,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         if args.max_minutes is not None and not args.max_minutes > 0:
             parser.error(f"train-toy-controlnet: --max-minutes must be a number of minutes > 0, got {args.max_minutes}")
         config = TOY_CONTROLNET_TRAIN if args.steps is None else dataclasses.replace(TOY_CONTROLNET_TRAIN, steps=args.steps)
-        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = command_line(argv)
         print(train_toy_controlnet(args.out, config=config, checkpoint_dir=args.checkpoint_dir,
                                    dataset_size=args.dataset_size or TOY_CONTROLNET_DATASET_SIZE,
                                    command=command, max_minutes=args.max_minutes))
@@ -372,7 +377,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
     if args.command == "train-toy-clip":
         from minivdm.toy.clip import train_toy_clip
 
-        command = "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        command = command_line(argv)
         print(train_toy_clip(args.out, steps=args.steps, checkpoint_dir=args.checkpoint_dir, command=command))
         return 0
     if args.command == "curate":
@@ -381,7 +386,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         print(run_curate_command(args))
         return 0
     if args.command == "tune-a-video":
-        from minivdm.full_scale_tune_a_video import command_line, tune_a_video_full_scale
+        from minivdm.full_scale_tune_a_video import tune_a_video_full_scale
 
         checkpointing = None if args.gradient_checkpointing is None else args.gradient_checkpointing == "on"
         for path in tune_a_video_full_scale(

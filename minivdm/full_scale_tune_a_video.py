@@ -17,8 +17,6 @@ The same path runs on the CPU in the tests with tiny checkpoints in the publishe
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,7 +149,3 @@ def tune_a_video_full_scale(config_name: str, video: str | Path, prompt: str, ed
     (out / "edits.json").write_text(json.dumps({"prompt": prompt, "edits": list(edits), "files": [p.name for p in written],
                                                 "command": command}, indent=1) + "\n")
     return written
-
-
-def command_line(argv: list[str] | None) -> str:
-    return "python -m minivdm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
