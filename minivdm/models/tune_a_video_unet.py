@@ -37,16 +37,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minivdm.models.unet_2d_condition import (ATTENTION_DOWN, ATTENTION_UP, PLAIN_DOWN, PLAIN_UP,
                                               UNet2DConditionConfig, UNet2DConditionModel)
+from minivdm.models.inflated_unet import InflatedVideoUNet
 from minivdm.nn.attention import Attention
+from minivdm.nn.frames import FrameAware
 from minivdm.nn.sparse_causal_attention import SparseCausalAttention
 from minivdm.nn.transformer_2d import BasicTransformerBlock, Transformer2DModel
-from minivdm.validation import check_matches_weights, check_tensor, check_timesteps, check_video
 
 TEMPORAL_PARAMETERS = ("attn_temp", "norm_temp")  # what inflation adds to the image model
 TRAINABLE_MODULES = ("attn1.to_q", "attn2.to_q", "attn_temp")  # Sec. 4.2: T-Attn, W^Q of ST-Attn and Cross-Attn
@@ -56,7 +57,7 @@ OFFICIAL_BLOCK_TYPES = {"CrossAttnDownBlock3D": ATTENTION_DOWN, "DownBlock3D": P
 OFFICIAL_MID_BLOCK = ("UNetMidBlock3DCrossAttn", "UNetMidBlock2DCrossAttn")
 
 
-class SpatioTemporalTransformerBlock(BasicTransformerBlock):
+class SpatioTemporalTransformerBlock(FrameAware, BasicTransformerBlock):
     """The image model's transformer block with ST-Attn in place of self-attention and T-Attn after the
     feed-forward. ``num_frames`` is set by ``TuneAVideoUNet.forward`` for each call."""
 
@@ -66,11 +67,10 @@ class SpatioTemporalTransformerBlock(BasicTransformerBlock):
         self.attn1 = SparseCausalAttention(dim, heads, dim_head, upcast=upcast_attention, sparse_causal=sparse_causal)
         self.norm_temp = nn.LayerNorm(dim)
         self.attn_temp = Attention(dim, heads, dim_head, upcast=upcast_attention)
-        self.reset_temporal_layers()
-        self.num_frames: int | None = None
+        self.reset_temporal_to_identity()
         self.gradient_checkpointing = False
 
-    def reset_temporal_layers(self) -> None:
+    def reset_temporal_to_identity(self) -> None:
         """T-Attn as a freshly inflated model has it: LN_temp the identity, the output projection zero."""
         self.norm_temp.reset_parameters()
         for linear in (self.attn_temp.to_q, self.attn_temp.to_k, self.attn_temp.to_v, self.attn_temp.to_out[0]):
@@ -79,10 +79,7 @@ class SpatioTemporalTransformerBlock(BasicTransformerBlock):
         nn.init.zeros_(self.attn_temp.to_out[0].bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        num_frames = self.num_frames
-        if num_frames is None:
-            raise RuntimeError("a Tune-A-Video transformer block runs inside TuneAVideoUNet.forward, which tells it "
-                               "the number of frames: call the U-Net on a video (B, C, T, H, W)")
+        num_frames = self.frames(x.shape[0])
         if self.gradient_checkpointing and torch.is_grad_enabled():
             # num_frames is an argument, so the recomputation in the backward pass sees this call's value
             return checkpoint(self.space_time, x, context, num_frames, use_reentrant=False)
@@ -105,7 +102,7 @@ def _inflate_transformer(transformer: Transformer2DModel, sparse_causal: bool) -
             inner, heads, inner // heads, block.attn2.to_k.in_features, block.attn1.upcast, sparse_causal)
 
 
-class TuneAVideoUNet(UNet2DConditionModel):
+class TuneAVideoUNet(InflatedVideoUNet):
     """``model(z, timestep, text)``: z (B, C, T, H, W), timestep a number or (B,), text (B, L, D), one
     caption per video -> the prediction (B, C, T, H, W). The 2D U-Net's forward runs on the frames."""
 
@@ -115,6 +112,9 @@ class TuneAVideoUNet(UNet2DConditionModel):
         for module in list(self.modules()):
             if isinstance(module, Transformer2DModel):
                 _inflate_transformer(module, sparse_causal)
+
+    def is_new(self, name: str) -> bool:
+        return any(f".{part}." in name for part in TEMPORAL_PARAMETERS)
 
     def spatio_temporal_blocks(self) -> list[SpatioTemporalTransformerBlock]:
         return [module for module in self.modules() if isinstance(module, SpatioTemporalTransformerBlock)]
@@ -149,34 +149,6 @@ class TuneAVideoUNet(UNet2DConditionModel):
             model = cls(config, sparse_causal=sparse_causal)
         load_into(model, state_dict, key_map=None, strict=True, dtype=dtype, device=device)
         return model.eval()
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
-                encoder_hidden_states: torch.Tensor, **unsupported) -> torch.Tensor:
-        if unsupported:
-            raise TypeError(f"TuneAVideoUNet takes (sample, timestep, encoder_hidden_states), got also "
-                            f"{sorted(unsupported)} (a ControlNet's residuals are not part of Tune-A-Video)")
-        check_video(sample, "sample")
-        check_tensor(encoder_hidden_states, "encoder_hidden_states", ndim=3, layout="(B, L, cross_attention_dim)",
-                     floating=True)
-        batch, channels, num_frames = sample.shape[:3]
-        if channels != self.config.in_channels:
-            raise ValueError(f"sample must be (B, C, T, H, W) with C = {self.config.in_channels}, got {tuple(sample.shape)}")
-        if encoder_hidden_states.shape[0] != batch:
-            raise ValueError(f"encoder_hidden_states must hold one caption per video, (B, L, D) with B = {batch}, "
-                             f"got {tuple(encoder_hidden_states.shape)}")
-        check_matches_weights(sample, "sample", self.conv_in.weight)
-        timesteps = check_timesteps(timestep, batch, sample.device)
-        frames = rearrange(sample, "b c t h w -> (b t) c h w")
-        text = repeat(encoder_hidden_states, "b l d -> (b t) l d", t=num_frames)  # each frame reads its video's caption
-        blocks = self.spatio_temporal_blocks()
-        for block in blocks:
-            block.num_frames = num_frames
-        try:
-            out = super().forward(frames, repeat(timesteps, "b -> (b t)", t=num_frames), text)
-        finally:
-            for block in blocks:
-                block.num_frames = None
-        return rearrange(out, "(b t) c h w -> b c t h w", t=num_frames)
 
 
 def official_config_as_2d(config: dict) -> dict:
@@ -214,21 +186,7 @@ def official_config(config: UNet2DConditionConfig) -> dict:
 def inflate_for_tune_a_video(unet: UNet2DConditionModel, *, sparse_causal: bool = True) -> TuneAVideoUNet:
     """A video U-Net holding a copy of ``unet``'s weights, ST-Attn in every transformer block (or plain
     per-frame attention, ``sparse_causal=False``) and a zero-output T-Attn after each; same device and dtype."""
-    if not isinstance(unet, UNet2DConditionModel) or isinstance(unet, TuneAVideoUNet):
-        raise TypeError(f"inflate_for_tune_a_video takes an image U-Net (minivdm UNet2DConditionModel), got "
-                        f"{type(unet).__name__}")
-    weight = unet.conv_in.weight
-    with torch.device("meta"):  # no time spent on a random init of the image model's layers
-        model = TuneAVideoUNet(unet.config, sparse_causal=sparse_causal)
-    model.to_empty(device=weight.device).to(weight.dtype)
-    missing, unexpected = model.load_state_dict(unet.state_dict(), strict=False)
-    not_temporal = [key for key in missing if not any(f".{part}." in key for part in TEMPORAL_PARAMETERS)]
-    if not_temporal or unexpected:
-        raise ValueError(f"the image U-Net's weights do not fit the inflated model: missing {not_temporal[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    for block in model.spatio_temporal_blocks():
-        block.reset_temporal_layers()
-    return model.train(unet.training)
+    return TuneAVideoUNet.inflate(unet, sparse_causal=sparse_causal)
 
 
 def tuned_parameter_names(model: nn.Module, modules: tuple[str, ...] = TRAINABLE_MODULES) -> list[str]:

@@ -32,11 +32,11 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float =
 class TimestepEmbedding(nn.Module):
     """The MLP that turns sinusoidal features into the vector every ResNet block receives."""
 
-    def __init__(self, in_channels: int, embed_dim: int):
+    def __init__(self, in_channels: int, embed_dim: int, out_dim: int | None = None):
         super().__init__()
         self.linear_1 = nn.Linear(in_channels, embed_dim)
         self.act = nn.SiLU()
-        self.linear_2 = nn.Linear(embed_dim, embed_dim)
+        self.linear_2 = nn.Linear(embed_dim, out_dim or embed_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(features)))

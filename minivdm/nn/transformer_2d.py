@@ -58,15 +58,21 @@ class Transformer2DModel(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        residual = x
-        h = self.norm(x)
-        if self.use_linear_projection:
-            h = self.proj_in(rearrange(h, "b c h w -> b (h w) c"))
-        else:
-            h = rearrange(self.proj_in(h), "b c h w -> b (h w) c")
+        h = self.tokens_in(x)
         for block in self.transformer_blocks:
             h = block(h, context)
+        return self.tokens_out(h, x)
+
+    def tokens_in(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, H*W, inner_dim): GroupNorm, then proj_in."""
+        h = self.norm(x)
+        if self.use_linear_projection:
+            return self.proj_in(rearrange(h, "b c h w -> b (h w) c"))
+        return rearrange(self.proj_in(h), "b c h w -> b (h w) c")
+
+    def tokens_out(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """(B, H*W, inner_dim) -> proj_out, back to (B, C, H, W), plus the block's input ``residual``."""
+        height, width = residual.shape[-2:]
         # contiguous: the next GroupNorm / conv then sums in the same order as diffusers (bit-identical outputs)
         if self.use_linear_projection:
             h = rearrange(self.proj_out(h), "b (h w) c -> b c h w", h=height, w=width).contiguous()
