@@ -7,6 +7,7 @@
     train-toy-clip   reproduce the shipped toy CLIP and aesthetic head (data curation)
     train-toy-controlnet  train the toy ControlNet (edge maps) on the frozen toy text-to-image model
     train-toy-tune-a-video  tune the toy text-to-image model on one held-out clip (Tune-A-Video, chapter 8)
+    train-toy-temporal-layers  train Make-A-Video's or Video LDM's temporal layers on unlabeled toy clips (chapter 9)
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
                      video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet)
@@ -150,6 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     toy_tav.add_argument("--steps", type=positive_int, default=500)
     toy_tav.add_argument("--source", type=int, default=0, help="index of the held-out clip to tune on")
     toy_tav.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+
+    temporal = commands.add_parser("train-toy-temporal-layers",
+                                   help="inflate the frozen toy text-to-image model (Make-A-Video or Video LDM) and train "
+                                        "only its new temporal layers on toy clips without motion words")
+    temporal.add_argument("--design", required=True, choices=("make-a-video", "video-ldm"))
+    temporal.add_argument("--out", required=True, type=folder_to_write, help="folder to write (temporal_layers.safetensors)")
+    temporal.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    temporal.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    temporal.add_argument("--max-minutes", type=float, default=None,
+                          help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
+    temporal.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
@@ -351,6 +363,17 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                             temporal_text_modulation=args.temporal_text_modulation,
                             high_noise_fraction=args.high_noise_fraction, high_noise_band=tuple(args.high_noise_band),
                             device=args.device, max_minutes=args.max_minutes, **options))
+        return 0
+    if args.command == "train-toy-temporal-layers":
+        import dataclasses
+
+        from minivdm.toy.temporal_layers import TEMPORAL_LAYERS_TRAIN, train_toy_temporal_layers
+
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-toy-temporal-layers: --max-minutes must be > 0, got {args.max_minutes}")
+        config = TEMPORAL_LAYERS_TRAIN if args.steps is None else dataclasses.replace(TEMPORAL_LAYERS_TRAIN, steps=args.steps)
+        print(train_toy_temporal_layers(args.out, design=args.design, config=config, checkpoint_dir=args.checkpoint_dir,
+                                        max_minutes=args.max_minutes, command=command_line(argv), device=args.device))
         return 0
     if args.command == "train-toy-tune-a-video":
         from minivdm.toy.tune_a_video import train_toy_tune_a_video

@@ -87,11 +87,19 @@ class UNet2DConditionConfig:
 
 class UNetBlock(nn.Module):
     """What the three block types share: ``attend``, the place where a video U-Net built on these blocks
-    (``minivdm.models.vdm_unet``) adds temporal attention after each spatial transformer."""
+    (``minivdm.models.vdm_unet``) adds temporal attention after each spatial transformer, and
+    ``motion_modules``, AnimateDiff's layers after each (ResNet, transformer) pair (``minivdm.models.animatediff_unet``;
+    an image U-Net has none)."""
 
     def attend(self, index: int, h, context, **frames):
         """Spatial transformer ``index``: self-attention over the pixels of each image, cross-attention to text."""
         return self.attentions[index](h, context)
+
+    def after_layer(self, index: int, h):
+        """What follows layer ``index`` (its ResNet and, where there is one, its transformer): nothing in an image
+        U-Net; motion module ``index`` in AnimateDiff's."""
+        motion_modules = getattr(self, "motion_modules", None)  # a registered child, when there is one
+        return h if motion_modules is None else motion_modules[index](h)
 
 
 class UNetDownBlock(UNetBlock):
@@ -113,6 +121,7 @@ class UNetDownBlock(UNetBlock):
             h = resnet(h, temb)
             if self.attentions:
                 h = self.attend(index, h, context, **frames)
+            h = self.after_layer(index, h)
             skips.append(h)
         for downsampler in self.downsamplers:
             h = downsampler(h)
@@ -131,7 +140,7 @@ class UNetMidBlock(UNetBlock):
 
     def forward(self, h, temb, context, **frames):
         h = self.resnets[0](h, temb)
-        h = self.attend(0, h, context, **frames)
+        h = self.after_layer(0, self.attend(0, h, context, **frames))
         return self.resnets[1](h, temb)
 
 
@@ -155,6 +164,7 @@ class UNetUpBlock(UNetBlock):
             h = resnet(torch.cat([h, skips.pop()], dim=1), temb)
             if self.attentions:
                 h = self.attend(index, h, context, **frames)
+            h = self.after_layer(index, h)
         for upsampler in self.upsamplers:
             h = upsampler(h)
         return h
