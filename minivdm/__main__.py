@@ -8,6 +8,7 @@
     train-toy-controlnet  train the toy ControlNet (edge maps) on the frozen toy text-to-image model
     train-toy-tune-a-video  tune the toy text-to-image model on one held-out clip (Tune-A-Video, chapter 8)
     train-toy-temporal-layers  train Make-A-Video's or Video LDM's temporal layers on unlabeled toy clips (chapter 9)
+    train-toy-frame-interpolation  train Make-A-Video's masked frame interpolation on toy clips (4 key frames -> 16)
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
                      video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet)
@@ -162,6 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     temporal.add_argument("--max-minutes", type=float, default=None,
                           help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
     temporal.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
+    interpolation = commands.add_parser("train-toy-frame-interpolation",
+                                        help="widen the toy Make-A-Video model's input and train it to fill 12 frames "
+                                             "between 4 key frames")
+    interpolation.add_argument("--out", required=True, type=folder_to_write,
+                               help="folder to write (interpolation_layers.safetensors)")
+    interpolation.add_argument("--temporal-layers", default=None,
+                               help="toy Make-A-Video folder to start from (train-toy-temporal-layers); default: "
+                                    "fresh pseudo-3D layers")
+    interpolation.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    interpolation.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    interpolation.add_argument("--max-minutes", type=float, default=None,
+                               help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
+    interpolation.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
@@ -374,6 +389,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         config = TEMPORAL_LAYERS_TRAIN if args.steps is None else dataclasses.replace(TEMPORAL_LAYERS_TRAIN, steps=args.steps)
         print(train_toy_temporal_layers(args.out, design=args.design, config=config, checkpoint_dir=args.checkpoint_dir,
                                         max_minutes=args.max_minutes, command=command_line(argv), device=args.device))
+        return 0
+    if args.command == "train-toy-frame-interpolation":
+        import dataclasses
+
+        from minivdm.toy.frame_interpolation import INTERPOLATION_TRAIN, train_toy_frame_interpolation
+
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-toy-frame-interpolation: --max-minutes must be > 0, got {args.max_minutes}")
+        config = INTERPOLATION_TRAIN if args.steps is None else dataclasses.replace(INTERPOLATION_TRAIN, steps=args.steps)
+        print(train_toy_frame_interpolation(args.out, temporal_layers=args.temporal_layers, config=config,
+                                            checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
+                                            command=command_line(argv), device=args.device))
         return 0
     if args.command == "train-toy-tune-a-video":
         from minivdm.toy.tune_a_video import train_toy_tune_a_video
