@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     curate.add_argument("--no-progress", action="store_true")
 
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
-    generate.add_argument("--config", required=True, help="sd15, sd14, sd2-depth (images) or modelscope-t2v (video)")
+    generate.add_argument("--config", required=True,
+                          help="sd15, sd14, sd2-depth (images), modelscope-t2v or animatediff (video)")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--out", required=True, type=file_to_write(".png", ".jpg", ".mp4", ".gif"), help="file to write: .png for images, .mp4 or .gif for videos")
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
+    generate.add_argument("--motion-adapter", default=None,
+                          help="animatediff: local MotionAdapter folder or a cached Hugging Face id (default "
+                               "guoyww/animatediff-motion-adapter-v1-5-2); --weights is then the SD 1.5 pipeline")
     generate.add_argument("--method", choices=["text2video-zero", "controlvideo"], default=None,
                           help="a video from an image checkpoint (sd15, sd14), no training: text2video-zero, or "
                                "controlvideo (following the edges or depth of --control-video, with a ControlNet)")
@@ -493,6 +497,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
             print(generate_zero_shot_video(args.config, args.prompt, args.out, motion=motion,
                                            motion_strength=strength, guidance_scale=args.guidance or 7.5,
                                            num_frames=args.frames, foreground_mask=args.foreground_mask, **options))
+            return 0
+        if args.motion_adapter is not None and args.config != "animatediff":
+            parser.error(f"generate: --motion-adapter belongs to --config animatediff, got --config {args.config}")
+        if args.config == "animatediff":
+            from minivdm.full_scale import generate_animatediff
+
+            if args.method is not None:
+                parser.error(f"generate: --method {args.method} runs on an image config (sd15, sd14), not animatediff")
+            print(generate_animatediff(args.prompt, args.out, motion_adapter=args.motion_adapter,
+                                       guidance_scale=args.guidance or 7.5, num_frames=args.frames, **options))
             return 0
         if args.config in VIDEO_CONFIGS:
             print(generate_video(args.config, args.prompt, args.out, guidance_scale=args.guidance or 9.0,

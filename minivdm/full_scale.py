@@ -101,6 +101,34 @@ def generate_image(config_name: str, prompt: str, out: str | Path, *, weights: s
     return out
 
 
+ANIMATEDIFF = "animatediff"
+ANIMATEDIFF_BASE = "sd15"  # the published motion adapters are trained on SD 1.5's U-Net
+ANIMATEDIFF_ADAPTER_ID = "guoyww/animatediff-motion-adapter-v1-5-2"
+
+
+def generate_animatediff(prompt: str, out: str | Path, *, motion_adapter: str | None, weights: str | None = None,
+                         steps: int = 25, guidance_scale: float = 7.5, num_frames: int = 16, seed: int = 0,
+                         device: str | None = None, dtype: str = "fp16", height: int | None = None,
+                         width: int | None = None, fps: int = 8, check_config: bool = True) -> Path:
+    """AnimateDiff: Stable Diffusion 1.5 (``weights``) with a motion adapter, our U-Net and DDIM; .mp4 or .gif."""
+    from minivdm.io.video_files import write_video
+    from minivdm.methods.text_to_video import load_animatediff_components, text_to_video
+    from minivdm.models.animatediff_unet import MotionAdapterConfig
+
+    device, torch_dtype = _device_and_dtype(device, dtype)
+    folder = resolve_weights(weights, ANIMATEDIFF_BASE, IMAGE_HF_IDS)
+    adapter = resolve_weights(motion_adapter, ANIMATEDIFF, {ANIMATEDIFF: ANIMATEDIFF_ADAPTER_ID}, "--motion-adapter")
+    unet, vae, text_encoder, tokenizer, settings = load_animatediff_components(folder, adapter, dtype=torch_dtype,
+                                                                               device=device)
+    if check_config:
+        check_architecture(unet.config, IMAGE_CONFIGS[ANIMATEDIFF_BASE], ANIMATEDIFF_BASE)
+        check_architecture(unet.adapter_config, MotionAdapterConfig(), "animatediff motion adapter (SD 1.5, v2)")
+    video = text_to_video(unet, vae, text_encoder, tokenizer, settings, [prompt], num_frames=num_frames,
+                          num_steps=steps, guidance_scale=guidance_scale, height=height, width=width,
+                          generator=torch.Generator().manual_seed(seed))
+    return write_video(out, video[0].cpu(), fps=fps)
+
+
 def generate_video(config_name: str, prompt: str, out: str | Path, *, weights: str | None = None, steps: int = 50,
                    guidance_scale: float = 9.0, num_frames: int = 16, seed: int = 0, device: str | None = None,
                    dtype: str = "fp16", height: int | None = None, width: int | None = None, fps: int = 8,

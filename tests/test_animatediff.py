@@ -120,3 +120,63 @@ def test_bad_adapters_are_refused_by_name(tiny_checkpoints, tmp_path):
         AnimateDiffUNet(SD15, MotionAdapterConfig(motion_layers_per_block=3))
     with pytest.raises(ValueError, match="an option minivdm's MotionAdapter does not know"):
         MotionAdapterConfig.from_diffusers({**config, "motion_activation": "gelu"})
+
+
+def make_tiny_animatediff(root):
+    """A tiny Stable Diffusion pipeline folder and a tiny motion adapter folder, and diffusers' AnimateDiffPipeline
+    on them."""
+    from sd_fixtures import make_tiny_sd_pipeline
+
+    sd = make_tiny_sd_pipeline(root / "sd")
+    adapter = randomise(diffusers.MotionAdapter(**TINY_ADAPTER), 5)
+    adapter.save_pretrained(root / "adapter")
+    pipe = diffusers.AnimateDiffPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+                                         motion_adapter=adapter, scheduler=sd.scheduler)
+    return root / "sd", root / "adapter", pipe
+
+
+def test_our_text_to_video_loop_reproduces_animatediff_pipeline(tmp_path):
+    from einops import rearrange
+
+    from minivdm.methods.text_to_video import load_animatediff_components, text_to_video
+
+    sd_dir, adapter_dir, pipe = make_tiny_animatediff(tmp_path)
+    prompts = ["a red circle", "a blue square moving"]
+    expected = pipe(prompts, num_frames=5, num_inference_steps=8, guidance_scale=7.5, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).frames  # (B, T, H, W, C) in [0, 1]
+    expected = rearrange(torch.as_tensor(expected), "b t h w c -> b c t h w") * 2 - 1
+    unet, vae, text_encoder, tokenizer, settings = load_animatediff_components(sd_dir, adapter_dir)
+    assert isinstance(unet, AnimateDiffUNet)
+    video = text_to_video(unet, vae, text_encoder, tokenizer, settings, prompts, num_frames=5, num_steps=8,
+                          guidance_scale=7.5, generator=torch.Generator().manual_seed(0), progress=False)
+    assert video.shape == expected.shape
+    assert (video - expected).abs().max() <= 2e-4  # 1e-4 in diffusers' [0, 1] pixels
+    assert (video[:, :, 0] - video[:, :, -1]).abs().max() > 1e-2  # frames are not copies of each other
+    with pytest.raises(ValueError, match="at most 16 frames"):
+        text_to_video(unet, vae, text_encoder, tokenizer, settings, prompts, num_frames=17, num_steps=2, progress=False)
+
+
+def test_generate_command_writes_the_video_our_animatediff_loop_makes(tmp_path, capsys):
+    from minivdm.__main__ import main
+    from minivdm.io.video_files import read_video
+    from minivdm.methods.text_to_video import load_animatediff_components, text_to_video
+
+    sd_dir, adapter_dir, _ = make_tiny_animatediff(tmp_path)
+    out = tmp_path / "out" / "clip.gif"
+    command = ["generate", "--config", "animatediff", "--prompt", "a red circle", "--weights", str(sd_dir),
+               "--motion-adapter", str(adapter_dir), "--out", str(out), "--steps", "4", "--frames", "6", "--seed", "3",
+               "--device", "cpu"]
+    assert main(command + ["--no-config-check"]) == 0
+    written = read_video(out)
+    components = load_animatediff_components(sd_dir, adapter_dir)
+    expected = text_to_video(*components, ["a red circle"], num_frames=6, num_steps=4, guidance_scale=7.5,
+                             generator=torch.Generator().manual_seed(3), progress=False)[0]
+    assert written.shape == expected.shape == (3, 6, 16, 16)
+    assert (written - expected).abs().mean() < 0.02  # 8-bit colours with a palette: close, not equal
+    capsys.readouterr()
+    assert main(command) != 0  # a tiny U-Net is not SD 1.5: refused unless --no-config-check
+    assert "do not have the sd15 architecture" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--config", "sd15", "--prompt", "x", "--out", str(tmp_path / "x.png"),
+              "--motion-adapter", str(adapter_dir)])
+    assert "--motion-adapter belongs to --config animatediff" in capsys.readouterr().err

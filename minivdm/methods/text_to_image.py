@@ -112,8 +112,9 @@ def text_to_image(unet: UNet2DConditionModel, vae, text_encoder, tokenizer, sett
 
 
 def load_components(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                    unet_class=UNet2DConditionModel):
-    """Our U-Net (``unet_class``) plus the published VAE, text encoder and tokenizer from a diffusers pipeline folder.
+                    unet_class=UNet2DConditionModel, load_unet=None):
+    """Our U-Net (``unet_class``, or ``load_unet(folder, dtype, device)``) plus the published VAE, text encoder and
+    tokenizer from a diffusers pipeline folder.
 
     Returns (unet, vae, text_encoder, tokenizer, settings). Nothing is downloaded: ``folder`` is a
     local copy (or a Hugging Face cache snapshot) of the checkpoint.
@@ -126,7 +127,10 @@ def load_components(folder: str | Path, *, dtype: torch.dtype | None = None, dev
         if not (folder / part).is_dir():
             raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder: it has no {part}/ "
                                     f"(found: {sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'nothing'})")
-    unet = unet_class.from_pretrained(folder, "unet", dtype=dtype, device=device)
+    if load_unet is None:
+        unet = unet_class.from_pretrained(folder, "unet", dtype=dtype, device=device)
+    else:
+        unet = load_unet(folder, dtype, device)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype).to(device).eval()
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")

@@ -11,7 +11,8 @@ agree; the VAE is the image VAE, applied to each frame on its own:
     video[:, :, f] = VAE.decode(z_0[:, :, f] / scaling_factor)      for every frame f
 
 With the same components and seed this reproduces diffusers' ``TextToVideoSDPipeline`` (tested on tiny
-random components in the published folder layout).
+random components in the published folder layout). AnimateDiff runs the same loop with its U-Net (Stable
+Diffusion's, plus a motion adapter: ``minivdm.models.animatediff_unet``) and reproduces ``AnimateDiffPipeline``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from einops import rearrange
 
 from minivdm.methods.text_to_image import SamplerSettings, encode_prompts, latent_size, load_components, sample_latents
+from minivdm.models.animatediff_unet import AnimateDiffUNet
 from minivdm.models.unet_3d_condition import UNet3DConditionModel
 from minivdm.validation import check_positive_int
 
@@ -42,9 +44,13 @@ def text_to_video(unet: UNet3DConditionModel, vae, text_encoder, tokenizer, sett
                   guidance_scale: float = 9.0, height: int | None = None, width: int | None = None,
                   generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
     """Videos (B, 3, T, H, W) in [-1, 1] for a list of prompts (ModelScope's defaults: 16 frames, 256x256)."""
-    if not isinstance(unet, UNet3DConditionModel):
-        raise TypeError(f"unet must be minivdm's UNet3DConditionModel (a video U-Net), got {type(unet).__name__}")
+    if not isinstance(unet, (UNet3DConditionModel, AnimateDiffUNet)):
+        raise TypeError(f"unet must be a video U-Net (minivdm's UNet3DConditionModel or AnimateDiffUNet), got "
+                        f"{type(unet).__name__}")
     check_positive_int(num_frames, "num_frames")
+    if isinstance(unet, AnimateDiffUNet) and num_frames > unet.adapter_config.motion_max_seq_length:
+        raise ValueError(f"num_frames={num_frames}: this motion adapter encodes at most "
+                         f"{unet.adapter_config.motion_max_seq_length} frames (motion_max_seq_length)")
     h, w = latent_size(unet, vae, height, width)
     dtype = unet.conv_in.weight.dtype
     condition = encode_prompts(tokenizer, text_encoder, prompts).to(dtype)
@@ -58,3 +64,13 @@ def text_to_video(unet: UNet3DConditionModel, vae, text_encoder, tokenizer, sett
 def load_video_components(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
     """(unet, vae, text_encoder, tokenizer, settings) of a ModelScope-layout pipeline folder; our 3D U-Net."""
     return load_components(folder, dtype=dtype, device=device, unet_class=UNet3DConditionModel)
+
+
+def load_animatediff_components(folder: str | Path, motion_adapter: str | Path, *, dtype: torch.dtype | None = None,
+                                device: str | torch.device = "cpu"):
+    """(unet, vae, text_encoder, tokenizer, settings): a Stable Diffusion pipeline folder whose U-Net gets the motion
+    modules of ``motion_adapter`` (a diffusers ``MotionAdapter`` folder), every key of both checked."""
+    def load_unet(root, unet_dtype, unet_device):
+        return AnimateDiffUNet.from_pretrained(root, motion_adapter, dtype=unet_dtype, device=unet_device)
+
+    return load_components(folder, dtype=dtype, device=device, load_unet=load_unet)
