@@ -258,3 +258,17 @@ def test_guidance_plot_draws_accuracy_with_its_interval_and_diversity():
     assert "48 prompts" in left.get_title()
     with pytest.raises(ValueError, match="guidance_sweep"):
         plot_guidance_sweep([{"guidance_scale": 1.0}])
+
+
+def test_frame_influence_is_diagonal_for_a_per_frame_model_and_fills_with_temporal_mixing():
+    from minivdm.viz.frame_influence import frame_influence, plot_frame_influence
+
+    video = torch.randn(1, 3, 5, 4, 4)
+    per_frame = frame_influence(lambda x: 2 * x, video)
+    assert torch.allclose(per_frame, torch.eye(5), atol=1e-6), "each frame reads only itself"
+    neighbours = frame_influence(lambda x: x + x.roll(1, dims=2), video)  # frame i also reads frame i - 1
+    assert neighbours[2, 1] > 0 and neighbours[2, 3] == 0 and neighbours[0, 4] > 0
+    figure = plot_frame_influence(neighbours, title="t")
+    assert figure.axes[0].get_xlabel() == "input frame changed"
+    with pytest.raises(ValueError, match="one clip"):
+        frame_influence(lambda x: x, torch.randn(2, 3, 5, 4, 4))
