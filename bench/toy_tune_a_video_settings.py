@@ -1,6 +1,6 @@
 """The second attempt at Tune-A-Video's motion figure on the toy world: which edit settings keep the source's motion?
 
-    .venv/bin/python bench/toy_tune_a_video_settings.py --sources 8 --shard 0/2 --rows a.jsonl   # two processes
+    .venv/bin/python bench/toy_tune_a_video_settings.py --sources 8 --shard 0/2 --rows a.jsonl   # measured: sources 0-5
     .venv/bin/python bench/toy_tune_a_video_settings.py --merge a.jsonl b.jsonl --out bench/results/toy_tune_a_video_settings.json
 
 The main benchmark (bench/toy_tune_a_video.py) edits with the paper's recipe (DDIM inversion with the empty
