@@ -116,6 +116,28 @@ def complete_untuned_rows(model, tokenizer, batch, done: dict) -> list[int]:
     return completed
 
 
+def read_rows(path: str | Path) -> dict[int, dict]:
+    """The finished sources of a JSON-lines file (empty when there is none yet), by source index."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    return {row["source"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+
+
+def prepare_run(sources: int, shard: str, rows: str | None):
+    """(model, tokenizer, held-out sources, this shard's source indices, rows file, finished sources): one process's
+    share of the sources, torch's generator seeded first (see the module's docstring)."""
+    from minivdm.toy.text_to_image import load_text_to_image
+    from minivdm.toy.tune_a_video import held_out_sources
+
+    torch.manual_seed(0)
+    model, tokenizer = load_text_to_image()
+    batch = held_out_sources(sources)
+    index, count = (int(part) for part in shard.split("/"))
+    rows_path = Path(rows or tempfile.mktemp(suffix=".jsonl"))
+    return model, tokenizer, batch, list(range(index, sources, count)), rows_path, read_rows(rows_path)
+
+
 def merge(results: list[dict]) -> dict:
     from minivdm.toy.tune_a_video import summarise
 
@@ -143,24 +165,14 @@ def main() -> None:
     results: list[dict] = []
     if args.merge is not None:
         for path in args.merge:
-            results += [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+            results += list(read_rows(path).values())
     else:
-        from minivdm.toy.text_to_image import load_text_to_image
-        from minivdm.toy.tune_a_video import held_out_sources
-
-        torch.manual_seed(0)
-        model, tokenizer = load_text_to_image()
-        batch = held_out_sources(args.sources)
-        shard, shards = (int(part) for part in args.shard.split("/"))
-        rows_path = Path(args.rows or tempfile.mktemp(suffix=".jsonl"))
-        done = {}
-        if rows_path.exists():
-            done = {row["source"]: row for row in map(json.loads, rows_path.read_text().splitlines()) if row}
+        model, tokenizer, batch, indices, rows_path, done = prepare_run(args.sources, args.shard, args.rows)
         completed = complete_untuned_rows(model, tokenizer, batch, done)
         if completed:  # rows added to this benchmark after those sources were measured: the file is rewritten whole
             rows_path.write_text("".join(json.dumps(done[index]) + "\n" for index in sorted(done)))
             print(f"added {UNTUNED_FROM_NOISE!r} to sources {completed}", flush=True)
-        for index in range(shard, args.sources, shards):
+        for index in indices:
             if index not in done:
                 done[index] = measure_source(model, tokenizer, batch, index, args.learning_rate)
                 with open(rows_path, "a") as file:

@@ -63,19 +63,13 @@ def main() -> None:
 
     from minivdm.toy.tune_a_video import summarise
 
-    if args.merge is not None:
-        results = [json.loads(line) for path in args.merge for line in Path(path).read_text().splitlines() if line]
-    else:
-        from minivdm.toy.text_to_image import load_text_to_image
-        from minivdm.toy.tune_a_video import held_out_sources
+    from toy_tune_a_video import prepare_run, read_rows  # the main benchmark's (bench/ is this script's folder)
 
-        torch.manual_seed(0)
-        model, tokenizer = load_text_to_image()
-        batch = held_out_sources(args.sources)
-        shard, shards = (int(part) for part in args.shard.split("/"))
-        rows_path = Path(args.rows or tempfile.mktemp(suffix=".jsonl"))
-        done = {row["source"]: row for row in map(json.loads, rows_path.read_text().splitlines())} if rows_path.exists() else {}
-        for index in range(shard, args.sources, shards):
+    if args.merge is not None:
+        results = [row for path in args.merge for row in read_rows(path).values()]
+    else:
+        model, tokenizer, batch, indices, rows_path, done = prepare_run(args.sources, args.shard, args.rows)
+        for index in indices:
             if index not in done:
                 done[index] = measure_source(model, tokenizer, batch, index)
                 with open(rows_path, "a") as file:

@@ -82,3 +82,13 @@ def make_tiny_text_to_video_pipeline(root: Path, seed: int = 0):
     pipe = TextToVideoSDPipeline(unet=unet, **shared)
     pipe.save_pretrained(root, safe_serialization=True)
     return pipe
+
+
+def randomise_parameters(module: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.Module:
+    """Every parameter drawn at random (a reference's own init leaves some at zero or one, which would hide mistakes);
+    the module in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return module.eval()

@@ -12,7 +12,7 @@ from minivdm.configs.stable_diffusion import SD15
 from minivdm.models.animatediff_unet import AnimateDiffUNet, MotionAdapterConfig
 from minivdm.models.unet_2d_condition import UNet2DConditionConfig, UNet2DConditionModel
 from minivdm.nn.motion_module import SinusoidalFramePositions
-from tests.sd_fixtures import TINY_UNET
+from sd_fixtures import TINY_UNET, randomise_parameters
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -20,20 +20,12 @@ TINY_ADAPTER = dict(block_out_channels=(32, 64), motion_layers_per_block=1, moti
                     motion_norm_num_groups=8, motion_max_seq_length=16)
 
 
-def randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return module.eval()
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory):
     """(unet folder, adapter folder, diffusers' UNetMotionModel assembled from them)."""
     root = tmp_path_factory.mktemp("animatediff")
-    unet = randomise(diffusers.UNet2DConditionModel(**TINY_UNET), 0)
-    adapter = randomise(diffusers.MotionAdapter(**TINY_ADAPTER), 1)
+    unet = randomise_parameters(diffusers.UNet2DConditionModel(**TINY_UNET), 0)
+    adapter = randomise_parameters(diffusers.MotionAdapter(**TINY_ADAPTER), 1)
     unet.save_pretrained(root / "unet")
     adapter.save_pretrained(root / "adapter")
     reference = diffusers.UNetMotionModel.from_unet2d(unet, adapter).eval()
@@ -128,7 +120,7 @@ def make_tiny_animatediff(root):
     from sd_fixtures import make_tiny_sd_pipeline
 
     sd = make_tiny_sd_pipeline(root / "sd")
-    adapter = randomise(diffusers.MotionAdapter(**TINY_ADAPTER), 5)
+    adapter = randomise_parameters(diffusers.MotionAdapter(**TINY_ADAPTER), 5)
     adapter.save_pretrained(root / "adapter")
     pipe = diffusers.AnimateDiffPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
                                          motion_adapter=adapter, scheduler=sd.scheduler)

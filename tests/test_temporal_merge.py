@@ -6,6 +6,7 @@ the merge formula; the identity at init."""
 import pytest
 import torch
 from safetensors.torch import save_file
+from sd_fixtures import randomise_parameters
 
 from minivdm.io.checkpoints import load_into, read_safetensors
 from minivdm.nn.frames import clip_length
@@ -19,16 +20,11 @@ from diffusers.models.resnet import SpatioTemporalResBlock as DiffusersSpatioTem
 from diffusers.models.resnet import TemporalResnetBlock as DiffusersTemporalResnetBlock  # noqa: E402
 from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel  # noqa: E402
 
+def randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    return randomise_parameters(module, seed, scale=0.2)
+
+
 B, T, C, H, W, TEMB, TEXT = 2, 5, 32, 4, 6, 48, 24
-
-
-def randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter random (diffusers' own init leaves some at zero or one, which would hide mistakes)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
-    return module.eval()
 
 
 def through_our_loader(reference: torch.nn.Module, ours: torch.nn.Module, tmp_path) -> torch.nn.Module:
@@ -71,7 +67,7 @@ def test_alpha_merge_is_the_papers_formula():
 
 
 def test_temporal_resnet_block_matches_diffusers(tmp_path):
-    reference = randomise(DiffusersTemporalResnetBlock(C, 2 * C, temb_channels=TEMB, eps=1e-6), 0)
+    reference = randomised(DiffusersTemporalResnetBlock(C, 2 * C, temb_channels=TEMB, eps=1e-6), 0)
     ours = through_our_loader(reference, TemporalResnetBlock(C, 2 * C, TEMB, groups=32, eps=1e-6), tmp_path)
     x = torch.randn(B, C, T, H, W)
     temb = torch.randn(B, T, TEMB)
@@ -81,7 +77,7 @@ def test_temporal_resnet_block_matches_diffusers(tmp_path):
 
 @pytest.mark.parametrize("indicator", INDICATORS, ids=list(INDICATORS))
 def test_spatio_temporal_res_block_matches_diffusers(tmp_path, indicator):
-    reference = randomise(DiffusersSpatioTemporalResBlock(C, 2 * C, temb_channels=TEMB, eps=1e-6, merge_factor=0.2), 2)
+    reference = randomised(DiffusersSpatioTemporalResBlock(C, 2 * C, temb_channels=TEMB, eps=1e-6, merge_factor=0.2), 2)
     ours = through_our_loader(reference, SpatioTemporalResBlock(C, 2 * C, TEMB, groups=32, eps=1e-6), tmp_path)
     x, temb, _ = inputs()
     with torch.no_grad():
@@ -93,7 +89,7 @@ def test_spatio_temporal_res_block_matches_diffusers(tmp_path, indicator):
 
 def test_temporal_transformer_block_matches_diffusers(tmp_path):
     heads, dim_head = 2, C // 2
-    reference = randomise(TemporalBasicTransformerBlock(C, C, heads, dim_head, cross_attention_dim=TEXT), 3)
+    reference = randomised(TemporalBasicTransformerBlock(C, C, heads, dim_head, cross_attention_dim=TEXT), 3)
     ours = through_our_loader(reference, TemporalTransformerBlock(C, heads, dim_head, TEXT), tmp_path)
     tokens = torch.randn(B * T, H * W, C)
     context = torch.randn(B * H * W, 7, TEXT)
@@ -104,7 +100,7 @@ def test_temporal_transformer_block_matches_diffusers(tmp_path):
 @pytest.mark.parametrize("indicator", INDICATORS, ids=list(INDICATORS))
 def test_spatio_temporal_transformer_matches_diffusers(tmp_path, indicator):
     heads = 2
-    reference = randomise(TransformerSpatioTemporalModel(heads, C // heads, C, num_layers=2, cross_attention_dim=TEXT), 4)
+    reference = randomised(TransformerSpatioTemporalModel(heads, C // heads, C, num_layers=2, cross_attention_dim=TEXT), 4)
     ours = through_our_loader(reference, SpatioTemporalTransformer(heads, C // heads, C, 2, TEXT, 32, True), tmp_path)
     x, _, text = inputs(5)
     with torch.no_grad():
@@ -115,8 +111,8 @@ def test_spatio_temporal_transformer_matches_diffusers(tmp_path, indicator):
 def test_identity_at_init_for_any_alpha():
     torch.manual_seed(0)
     x, temb, text = inputs(6)
-    block = randomise(SpatioTemporalResBlock(C, 2 * C, TEMB), 7)
-    transformer = randomise(SpatioTemporalTransformer(2, C // 2, C, 1, TEXT), 8)
+    block = randomised(SpatioTemporalResBlock(C, 2 * C, TEMB), 7)
+    transformer = randomised(SpatioTemporalTransformer(2, C // 2, C, 1, TEXT), 8)
     spatial_block = block.spatial_res_block
     with torch.no_grad():
         block.reset_temporal_to_identity()
