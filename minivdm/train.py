@@ -43,11 +43,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from minivdm.io.atomic_files import write_atomically
-from minivdm.io.checkpoints import CorruptCheckpointError
+from minivdm.io.checkpoints import CorruptCheckpointError, write_safetensors
 from minivdm.validation import check_in_range, check_positive_int
 
 STATE_FILE, PREVIOUS_STATE_FILE = "last.pt", "previous.pt"
@@ -259,8 +257,7 @@ def _check_same_run(state: dict, path: Path, model: torch.nn.Module, config: Tra
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a model's weights as safetensors, atomically."""
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    return write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata))
+    return write_safetensors(path, model.state_dict(), metadata)
 
 
 @torch.no_grad()

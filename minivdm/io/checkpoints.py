@@ -163,6 +163,14 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
         raise _corrupt(path, error) from None
 
 
+def write_safetensors(path, state: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors (moved to the CPU, made contiguous) and string metadata as one .safetensors file,
+    atomically: an interrupted write leaves the previous file, never half of one."""
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
+    return write_atomically(_as_path(path, "path"),
+                            lambda temporary: save_file(state, str(temporary), metadata=metadata))
+
+
 def read_safetensors_metadata(path) -> dict[str, str]:
     """The string metadata of one .safetensors file (minivdm records the command that made it there)."""
     path = _as_path(path, "path")
@@ -458,11 +466,8 @@ def save_component(model: torch.nn.Module, folder, config: dict) -> Path:
     on_meta = [key for key, tensor in state.items() if tensor.is_meta]
     if on_meta:
         raise ValueError(f"cannot save a model with tensors on the meta device: {on_meta[:MAX_LISTED_KEYS]}")
-    state = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
-
     folder.mkdir(parents=True, exist_ok=True)
     # metadata format=pt is what diffusers and transformers write and expect
-    write_atomically(folder / SAFETENSORS_WEIGHTS_NAME,
-                      lambda path: save_file(state, str(path), metadata={"format": "pt"}))
+    write_safetensors(folder / SAFETENSORS_WEIGHTS_NAME, state, {"format": "pt"})
     write_atomically(folder / CONFIG_NAME, lambda path: path.write_text(config_text))
     return folder

@@ -172,17 +172,15 @@ def save_tuned_weights(unet: TuneAVideoUNet, path: str | Path, metadata: dict[st
     model's fingerprint and config: 8% of the U-Net (SD 1.4: 74.35 M of 909.12 M parameters)."""
     import json
 
-    from safetensors.torch import save_file
-
-    from minivdm.io.atomic_files import write_atomically
+    from minivdm.io.checkpoints import write_safetensors
     from minivdm.models.tune_a_video_unet import tuned_parameter_names
 
     names = set(tuned_parameter_names(unet))
-    state = {name: parameter.detach().contiguous().cpu() for name, parameter in unet.named_parameters() if name in names}
+    state = {name: parameter for name, parameter in unet.named_parameters() if name in names}
     metadata = {**(metadata or {}), "format": TUNED_FORMAT, "base_fingerprint": base_fingerprint(unet),
                 "base_config": json.dumps(unet.config.to_diffusers(), sort_keys=True),
                 "sparse_causal": str(unet.sparse_causal)}
-    return write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata))
+    return write_safetensors(path, state, metadata)
 
 
 def load_tuned_weights(unet: TuneAVideoUNet, path: str | Path, *, check_base: bool = True) -> TuneAVideoUNet:

@@ -18,6 +18,7 @@ import torch
 
 from minivdm.methods.frame_interpolation import (FrameInterpolator, blend_key_frames, interpolate, key_frame_mask,
                                                  spread_key_frames, widen_for_interpolation)
+from minivdm.io.checkpoints import load_into, read_safetensors, write_safetensors
 from minivdm.toy import DATA_DIR, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_SCHEDULE, load_text_to_image
 from minivdm.train import TrainConfig, describe, train
@@ -105,15 +106,11 @@ def train_toy_frame_interpolation(out: str | Path, *, temporal_layers: str | Pat
                 "batch_size": str(batch_size), "key_frames": json.dumps(KEY_FRAMES),
                 "temporal_layers": "" if temporal_layers is None else str(temporal_layers),
                 "losses": json.dumps([round(loss, 5) for loss in result.losses]), "log_every": str(config.log_every)}
-    from minivdm.toy.temporal_layers import _save
-
-    return _save(state, Path(out) / WEIGHTS_FILE, metadata)
+    return write_safetensors(Path(out) / WEIGHTS_FILE, state, metadata)
 
 
 def load_toy_frame_interpolation(folder: str | Path = TOY_INTERPOLATION_DIR, device: str | torch.device = "cpu"):
     """(FrameInterpolator, tokenizer, metadata) from a folder written by ``train_toy_frame_interpolation``."""
-    from minivdm.io.checkpoints import load_into, read_safetensors
-
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no interpolation network at {path}; make one with "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from minivdm.io.checkpoints import load_into, read_safetensors, write_safetensors
 from minivdm.toy import DATA_DIR, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, TEXT_TO_IMAGE_SCHEDULE, ToyTextToImage, load_text_to_image
 from minivdm.train import TrainConfig, describe, train
@@ -112,22 +113,12 @@ def train_toy_temporal_layers(out: str | Path, *, design: str, config: TrainConf
                 "train_seconds": f"{result.seconds:.0f}", "dataset_size": str(dataset_size),
                 "batch_size": str(batch_size), "losses": json.dumps([round(loss, 5) for loss in result.losses]),
                 "log_every": str(config.log_every), "base": "toy_text_to_image"}
-    return _save(state, Path(out) / WEIGHTS_FILE, metadata)
-
-
-def _save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
-
-    from minivdm.io.atomic_files import write_atomically
-
-    return write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata))
+    return write_safetensors(Path(out) / WEIGHTS_FILE, state, metadata)
 
 
 def load_toy_temporal_layers(folder: str | Path, device: str | torch.device = "cpu"):
     """(model, tokenizer, metadata): the toy text-to-image model inflated by the design the folder was trained
     with, its new layers loaded (every name and shape checked). ``model(z_t, t, input_ids)`` predicts v on clips."""
-    from minivdm.io.checkpoints import load_into, read_safetensors
-
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no trained temporal layers at {path}; make them with "
