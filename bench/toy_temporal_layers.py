@@ -3,7 +3,7 @@ pseudo-3D layers and Video LDM's alpha-merged ones, each trained on the frozen t
 recipe and CPU budget, against the untrained inflation (the image model on every frame) and the data.
 
     .venv/bin/python bench/toy_temporal_layers.py --make-a-video data/toy_make_a_video --video-ldm data/toy_video_ldm \
-        [--prompts 200] [--out bench/results/toy_temporal_layers.json]
+        [--prompts 100] [--out bench/results/toy_temporal_layers.json]
 
 One clip per held-out motion-free prompt ("a red circle"), 30 DDIM steps, guidance 3, the same noise for every
 model. Per row: one object seen; colour and shape as prompted; temporal consistency (the oracle's: seen in every
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--make-a-video", default="data/toy_make_a_video")
     parser.add_argument("--video-ldm", default="data/toy_video_ldm")
-    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 

@@ -115,6 +115,20 @@ def test_edges_are_the_boundaries_of_visible_objects(batch):
             assert not (batch.edges[b, 0, :, 1:-1, 1:-1] & inner).any()
 
 
+def test_depth_maps_order_the_visible_objects_and_ignore_colour(batch):
+    depth = batch.depth_maps
+    assert depth.shape == (200, 1, *batch.masks.shape[2:]) and depth.min() >= -1 and depth.max() <= 1
+    union = batch.masks.any(dim=1, keepdim=True)
+    assert (depth[~union] == -1).all()  # background: the far plane
+    for b in range(20):
+        levels = [depth[b, 0][batch.masks[b, n]].unique() for n in range(len(batch.objects[b]))]
+        assert all(len(level) == 1 for level in levels)  # one depth per object
+        assert all(a > c for a, c in zip(levels, levels[1:]))  # objects are listed front-most first
+    recoloured = generate(20, seed=3)
+    recoloured.video = -recoloured.video  # same geometry, other colours
+    assert torch.equal(recoloured.depth_maps, depth[:20])
+
+
 def test_captions_describe_the_objects(batch):
     for caption, objects in zip(batch.captions, batch.objects):
         assert caption == caption_for(objects)

@@ -135,6 +135,19 @@ class ToyBatch:
         """(B, 3, H, W) first frame of every sample: the image view for frames=1 batches."""
         return self.video[:, :, 0]
 
+    @property
+    def depth_maps(self) -> Tensor:
+        """(B, 1, T, H, W) float in [-1, 1]: the ground-truth depth image, inverse depth as MiDaS gives it
+        (near is large). The background is the far plane, -1; an object of depth order d (0 = front-most) among
+        the N slots is 1 - 2 d / N on its visible pixels, so nearer objects are brighter. It carries geometry
+        (silhouettes, occlusion, motion) and nothing of colour: Gen-1's structure s on the toy world."""
+        slots = self.masks.shape[1]
+        level = 1.0 - 2.0 * self.depth.clamp(min=0).float() / slots  # (B, N)
+        depth = torch.full((self.masks.shape[0], 1, *self.masks.shape[2:]), -1.0)
+        for n in reversed(range(slots)):  # back to front; visible masks do not overlap anyway
+            depth = torch.where(self.masks[:, n:n + 1], level[:, n, None, None, None, None], depth)
+        return depth
+
 
 def caption_for(objects: list[ToyObject], *, with_motion: bool = True) -> str:
     """'a red circle moving left and a blue square standing still' (objects in the order given)."""
