@@ -3,9 +3,9 @@ pseudo-3D layers and Video LDM's alpha-merged ones, each trained on the frozen t
 recipe and CPU budget, against the untrained inflation (the image model on every frame) and the data.
 
     .venv/bin/python bench/toy_temporal_layers.py --make-a-video data/toy_make_a_video --video-ldm data/toy_video_ldm \
-        [--prompts 100] [--out bench/results/toy_temporal_layers.json]
+        [--prompts 100] [--num-steps 20] [--out bench/results/toy_temporal_layers.json]
 
-One clip per held-out motion-free prompt ("a red circle"), 30 DDIM steps, guidance 3, the same noise for every
+One clip per held-out motion-free prompt ("a red circle"), 20 DDIM steps, guidance 3, the same noise for every
 model. Per row: one object seen; colour and shape as prompted; temporal consistency (the oracle's: seen in every
 frame, stable size, colour and shape, a straight path at constant speed); moving cleanly (consistent and not
 still); the distribution of the motion read. The "data" row reads the held-out clips themselves.
@@ -33,10 +33,11 @@ def main() -> None:
     parser.add_argument("--make-a-video", default="data/toy_make_a_video")
     parser.add_argument("--video-ldm", default="data/toy_video_ldm")
     parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument("--num-steps", type=int, default=20, help="DDIM steps per clip")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from minivdm.toy.temporal_layers import (ToyTextToImage, evaluate_toy_temporal_layers, inflate,
+    from minivdm.toy.temporal_layers import (SamplingSettings, ToyTextToImage, evaluate_toy_temporal_layers, inflate,
                                              load_toy_temporal_layers)
     from minivdm.toy.text_to_image import load_text_to_image
 
@@ -51,7 +52,8 @@ def main() -> None:
     results, data = {}, None
     for name, model in models.items():
         start = time.perf_counter()
-        measured = evaluate_toy_temporal_layers(model, tokenizer, args.prompts)
+        measured = evaluate_toy_temporal_layers(model, tokenizer, args.prompts,
+                                                settings=SamplingSettings(num_steps=args.num_steps))
         results[name], data = measured["model"], measured["data"]
         results[name]["seconds"] = time.perf_counter() - start
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -70,7 +72,7 @@ def main() -> None:
     for name, meta in metadata.items():
         print(f"{name}: {meta['steps']} steps, {meta['train_seconds']} s; command: {meta['command']}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"prompts": n, "table": results,
+        Path(args.out).write_text(json.dumps({"prompts": n, "num_steps": args.num_steps, "table": results,
                                               "training": {name: {key: meta[key] for key in ("steps", "train_seconds",
                                                                                               "command", "losses",
                                                                                               "log_every")}

@@ -136,7 +136,7 @@ def _recorded_commands(folder) -> list[str]:
 
 
 @pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet",
-                                    "toy_tune_a_video"])
+                                    "toy_tune_a_video", "toy_make_a_video", "toy_video_ldm", "toy_frame_interpolation"])
 def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
     from minivdm.toy import DATA_DIR
 
@@ -154,7 +154,9 @@ def test_every_data_folder_is_a_shipped_model_with_a_card():
     from minivdm.toy import DATA_DIR
 
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_controlnet",
-                                                          "toy_text_to_image", "toy_tune_a_video", "toy_vdm"]
+                                                          "toy_frame_interpolation", "toy_make_a_video",
+                                                          "toy_text_to_image", "toy_tune_a_video", "toy_vdm",
+                                                          "toy_video_ldm"]
 
 
 def test_the_shipped_tune_a_video_example_is_tuned_from_the_shipped_image_model():
@@ -171,6 +173,37 @@ def test_the_shipped_tune_a_video_example_is_tuned_from_the_shipped_image_model(
     assert len(moved) == len(tuned_parameter_names(unet))  # every tuned tensor was tuned
     frozen = set(unet.state_dict()) - set(tuned_parameter_names(unet))
     assert all(torch.equal(unet.state_dict()[n], untuned.state_dict()[n]) for n in frozen)
+
+
+@pytest.mark.parametrize("design", ["make-a-video", "video-ldm"])
+def test_the_shipped_temporal_layers_were_trained_on_the_shipped_frozen_image_model(design):
+    from minivdm.toy.temporal_layers import inflate, load_toy_temporal_layers, model_dir
+    from minivdm.toy.text_to_image import load_text_to_image
+
+    video, _, metadata = load_toy_temporal_layers(model_dir(design))  # refuses a file of the other design
+    assert metadata["design"] == design and design in metadata["command"]
+    image, _ = load_text_to_image()
+    untrained = inflate(image.unet, design)
+    new = set(video.unet.new_parameter_names())
+    for name, tensor in untrained.state_dict().items():
+        if name not in new:
+            assert torch.equal(video.unet.state_dict()[name], tensor), f"{name}: an image weight changed"
+    # trained: no longer the image model frame by frame (at init they agree to 1e-6, tests/test_inflated_unets.py)
+    clip, text = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0)), torch.randn(1, 6, 64)
+    with torch.no_grad():
+        per_frame = torch.stack([image.unet(clip[:, :, i], 500.0, text) for i in range(8)], dim=2)
+        assert (video.unet(clip, 500.0, text) - per_frame).abs().mean() > 1e-2
+
+
+def test_the_shipped_interpolation_network_starts_from_the_shipped_make_a_video_layers():
+    from minivdm.toy.frame_interpolation import TOY_INTERPOLATION_DIR, load_toy_frame_interpolation
+    from minivdm.toy.temporal_layers import model_dir
+
+    model, _, metadata = load_toy_frame_interpolation()
+    assert metadata["temporal_layers"].rstrip("/") == "data/toy_make_a_video" == str(
+        model_dir("make-a-video").relative_to(TOY_INTERPOLATION_DIR.parents[1]))
+    assert model.unet.conv_in.weight.shape[1] == 7  # [z_t ; x * m ; m]
+    assert model.unet.conv_in.weight[:, 3:].abs().sum() > 0  # the known frames' channels were trained from zero
 
 
 def test_wilson_interval_holds_the_rate_and_narrows_with_more_prompts():
