@@ -332,6 +332,30 @@ MUTATIONS: dict[str, list[Mutation]] = {
         Mutation("merge: 1 - alpha forgotten", "return alpha * z_spatial + (1 - alpha) * z_temporal",
                  "return alpha * z_spatial + z_temporal"),
     ],
+    "10_gen1": [
+        Mutation("blur: pooling block 2 t_s (not 2^t_s)", "kernel_size=2**t_s)", "kernel_size=max(1, 2 * t_s))"),
+        Mutation("blur: pooling block t_s + 1", "kernel_size=2**t_s)", "kernel_size=t_s + 1)"),
+        Mutation("blur: not brought back to full size", 'full = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)',
+                 "full = small"),
+        Mutation("blur: nearest-neighbour upsampling", 'mode="bilinear", align_corners=False)', 'mode="nearest")'),
+        Mutation("blur: frames folded back as (t b)", 'return rearrange(full, "(b t) s h w -> b s t h w", b=clips)',
+                 'return rearrange(full, "(t b) s h w -> b s t h w", b=clips)'),
+        Mutation("blur: pooled across time too (each frame with the next)", "small = F.avg_pool2d(frames, kernel_size=2**t_s)",
+                 'small = rearrange(F.avg_pool3d(rearrange(frames, "(b t) s h w -> b s t h w", b=clips), kernel_size=(2, 2**t_s, 2**t_s), '
+                 'stride=(1, 2**t_s, 2**t_s), padding=(1, 0, 0))[:, :, 1:], "b s t h w -> (b t) s h w")'),
+        Mutation("input: concatenated on the frame axis", "return torch.cat([z_t, structure], dim=1)",
+                 "return torch.cat([z_t, structure.expand_as(z_t)], dim=2)"),
+        Mutation("input: structure first", "return torch.cat([z_t, structure], dim=1)",
+                 "return torch.cat([structure, z_t], dim=1)"),
+        Mutation("input: added instead of concatenated", "return torch.cat([z_t, structure], dim=1)",
+                 "return z_t + structure"),
+        Mutation("attention: no 1/sqrt(d)", "q @ k.transpose(1, 2) / q.shape[-1] ** 0.5", "q @ k.transpose(1, 2)"),
+        Mutation("attention: divided by d", "q @ k.transpose(1, 2) / q.shape[-1] ** 0.5", "q @ k.transpose(1, 2) / q.shape[-1]"),
+        Mutation("attention: softmax over the pixels", "/ q.shape[-1] ** 0.5, dim=-1)", "/ q.shape[-1] ** 0.5, dim=1)"),
+        Mutation("attention: keys and values from h (self-attention)", "q, k, v = h @ w_q, c @ w_k, c @ w_v",
+                 "q, k, v = h @ w_q, h @ w_k, h @ w_v"),
+        Mutation("attention: values from h", "q, k, v = h @ w_q, c @ w_k, c @ w_v", "q, k, v = h @ w_q, c @ w_k, h @ w_v"),
+    ],
 }
 
 

@@ -11,7 +11,8 @@
     train-toy-frame-interpolation  train Make-A-Video's masked frame interpolation on toy clips (4 key frames -> 16)
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
-                     video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet)
+                     video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet),
+                     or Gen-1's structure + content edit of a video on SD 2 depth (--method gen1)
     tune-a-video     full scale: tune an image checkpoint on one video, then edit it by prompt (Tune-A-Video)
     make-exercises   regenerate exercises/ from solutions/
     course           copy the tutorials and exercises to your own folder to work in
@@ -178,6 +179,20 @@ def main(argv: list[str] | None = None) -> int:
                                help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
     interpolation.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
+    gen1 = commands.add_parser("train-toy-gen1",
+                               help="train the toy Gen-1 (structure = depth, content = toy CLIP image embedding) and "
+                                    "its text -> image embedding prior")
+    gen1.add_argument("--out", required=True, type=folder_to_write,
+                      help="folder to write (gen1_unet.safetensors, prior.safetensors)")
+    gen1.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    gen1.add_argument("--content-swap", type=float, default=None,
+                      help="share of clips whose content image comes from another clip of the same colour (default "
+                           "0.5; 0 = always the clip's own frame, the paper's recipe)")
+    gen1.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    gen1.add_argument("--max-minutes", type=float, default=None,
+                      help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
+    gen1.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
     toy_clip.add_argument("--steps", type=positive_int, default=None, help="override the recipe's CLIP step count")
@@ -202,14 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True,
                           help="sd15, sd14, sd2-depth (images), modelscope-t2v or animatediff (video)")
-    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--prompt", default=None,
+                          help="the text to generate from (every method but gen1, whose content is --content-image)")
     generate.add_argument("--out", required=True, type=file_to_write(".png", ".jpg", ".mp4", ".gif"), help="file to write: .png for images, .mp4 or .gif for videos")
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
     generate.add_argument("--steps", type=positive_int, default=50)
-    generate.add_argument("--guidance", type=float, default=None, help="default 7.5 for images, 9 for videos")
+    generate.add_argument("--guidance", type=float, default=None,
+                          help="default 7.5 for images, 9 for videos (gen1: guidance on the content, default 7.5)")
     generate.add_argument("--frames", type=positive_int, default=16,
-                          help="video configs, text2video-zero and controlvideo: number of frames (controlvideo: the "
-                               "first N of --control-video)")
+                          help="video configs, text2video-zero, controlvideo and gen1: number of frames (controlvideo, "
+                               "gen1: the first N of --control-video)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
@@ -219,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--motion-adapter", default=None,
                           help="animatediff: local MotionAdapter folder or a cached Hugging Face id (default "
                                "guoyww/animatediff-motion-adapter-v1-5-2); --weights is then the SD 1.5 pipeline")
-    generate.add_argument("--method", choices=["text2video-zero", "controlvideo"], default=None,
+    generate.add_argument("--method", choices=["text2video-zero", "controlvideo", "gen1"], default=None,
                           help="a video from an image checkpoint (sd15, sd14), no training: text2video-zero, or "
-                               "controlvideo (following the edges or depth of --control-video, with a ControlNet)")
+                               "controlvideo (following the edges or depth of --control-video, with a ControlNet); "
+                               "or gen1 (sd2-depth): the depth of --control-video, the look of --content-image")
     generate.add_argument("--motion", default=None,
                           help="text2video-zero: right, left, up, down, or dx,dy (the global motion's direction)")
     generate.add_argument("--motion-strength", type=float, default=None,
@@ -230,13 +248,15 @@ def main(argv: list[str] | None = None) -> int:
                           help="text2video-zero: an image, white on the objects of frame 1, for background smoothing")
     generate.add_argument("--controlnet", choices=["canny", "depth"], default=None,
                           help="controlvideo: the control, Canny edges or depth maps of --control-video's frames")
-    generate.add_argument("--control-video", default=None, help="controlvideo: .mp4 or .gif whose frames give the controls")
+    generate.add_argument("--control-video", default=None,
+                          help="controlvideo: .mp4 or .gif whose frames give the controls; gen1: the source video "
+                               "whose depth gives the structure")
     generate.add_argument("--controlnet-weights", default=None,
                           help="controlvideo: local ControlNet folder or a cached Hugging Face id (default: the "
                                "published SD 1.5 ControlNet of --controlnet)")
     generate.add_argument("--depth-model", default=None,
-                          help="controlvideo with --controlnet depth: local transformers depth-estimation model folder "
-                               "(e.g. a copy of Intel/dpt-hybrid-midas)")
+                          help="controlvideo with --controlnet depth, and gen1: local transformers depth-estimation "
+                               "model folder (e.g. a copy of Intel/dpt-hybrid-midas)")
     generate.add_argument("--attention", choices=["frame", "first", "all"], default=None,
                           help="controlvideo: self-attention over each frame, the first frame's, or all frames' "
                                "(default all: fully cross-frame)")
@@ -248,6 +268,18 @@ def main(argv: list[str] | None = None) -> int:
                                ">= 2 (default: all frames at once)")
     generate.add_argument("--conditioning-scale", type=float, default=None,
                           help="controlvideo: weight of the ControlNet's residuals, >= 0 (default 1)")
+    generate.add_argument("--content-image", default=None,
+                          help="gen1: an image (PNG, JPEG) whose look, as its CLIP image embedding, the video takes")
+    generate.add_argument("--image-encoder", default=None,
+                          help="gen1: local transformers CLIP image encoder folder (CLIPVisionModelWithProjection or "
+                               "CLIPModel, with preprocessor_config.json) of the U-Net's cross-attention width: "
+                               "OpenCLIP ViT-H/14 (1024) for sd2-depth")
+    generate.add_argument("--gen1-weights", default=None,
+                          help="gen1: .safetensors of trained Gen-1 U-Net weights (all of them, or the temporal "
+                               "layers only); Gen-1's are not public: without it the temporal layers are the identity")
+    generate.add_argument("--structure-level", type=int, default=None,
+                          help="gen1: t_s, how many times the depth is halved in resolution before the U-Net sees it "
+                               "(default 0: the exact depth; higher leaves the content freer)")
 
     tune = commands.add_parser("tune-a-video", help="full scale: tune an image checkpoint on one video, then edit it by "
                                                     "prompt (Tune-A-Video; local weights only)")
@@ -394,6 +426,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         print(train_toy_temporal_layers(args.out, design=args.design, config=config, checkpoint_dir=args.checkpoint_dir,
                                         max_minutes=args.max_minutes, command=command_line(argv), device=args.device))
         return 0
+    if args.command == "train-toy-gen1":
+        import dataclasses
+
+        from minivdm.toy.gen1 import GEN1_TRAIN, PRIOR_FILE, train_toy_gen1, train_toy_gen1_prior
+
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-toy-gen1: --max-minutes must be > 0, got {args.max_minutes}")
+        config = GEN1_TRAIN if args.steps is None else dataclasses.replace(GEN1_TRAIN, steps=args.steps)
+        if not (Path(args.out) / PRIOR_FILE).is_file():  # seconds; written first so that a resumed run skips it
+            print(train_toy_gen1_prior(args.out, command=command_line(argv)))
+        options = {} if args.content_swap is None else {"content_swap": args.content_swap}
+        print(train_toy_gen1(args.out, config=config, checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
+                             command=command_line(argv), device=args.device, **options))
+        return 0
     if args.command == "train-toy-frame-interpolation":
         import dataclasses
 
@@ -458,16 +504,51 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
 
         options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,  # noqa: C408
                        height=args.height, width=args.width, check_config=not args.no_config_check)
+        if args.method == "gen1" and args.prompt is not None:
+            parser.error("generate: --method gen1 takes no --prompt: its content is --content-image (Gen-1's text path "
+                         "needs its prior from text to image embeddings, whose weights are not public)")
+        if args.method != "gen1" and args.prompt is None:
+            parser.error("generate: --prompt is required (the text to generate from); only --method gen1 takes none")
         if args.method != "text2video-zero" and (args.motion is not None or args.motion_strength is not None
                                                  or args.foreground_mask is not None):
             parser.error("generate: --motion, --motion-strength and --foreground-mask belong to --method text2video-zero")
+        gen1_options = {"--content-image": args.content_image, "--image-encoder": args.image_encoder,
+                        "--gen1-weights": args.gen1_weights, "--structure-level": args.structure_level}
+        given = [name for name, value in gen1_options.items() if value is not None]
+        if args.method != "gen1" and given:
+            parser.error(f"generate: {', '.join(given)} belong to --method gen1")
         controlvideo_options = {"--controlnet": args.controlnet, "--control-video": args.control_video,
                                 "--controlnet-weights": args.controlnet_weights, "--depth-model": args.depth_model,
                                 "--attention": args.attention, "--smoother-steps": args.smoother_steps,
                                 "--clip-length": args.clip_length, "--conditioning-scale": args.conditioning_scale}
-        given = [name for name, value in controlvideo_options.items() if value is not None]
+        shared_with_gen1 = ("--control-video", "--depth-model")  # gen1's source video and its depth model
+        given = [name for name, value in controlvideo_options.items() if value is not None
+                 and not (args.method == "gen1" and name in shared_with_gen1)]
         if args.method != "controlvideo" and given:
             parser.error(f"generate: {', '.join(given)} belong to --method controlvideo")
+        if args.method == "gen1":
+            from minivdm.full_scale_gen1 import generate_gen1_video
+
+            if args.motion_adapter is not None:
+                parser.error("generate: --motion-adapter belongs to --config animatediff, not --method gen1")
+            missing = [name for name, value in (("--control-video", args.control_video),
+                                                ("--content-image", args.content_image),
+                                                ("--depth-model", args.depth_model),
+                                                ("--image-encoder", args.image_encoder)) if value is None]
+            if missing:
+                parser.error(f"generate: --method gen1 needs {', '.join(missing)} (the source video, an image whose "
+                             f"look the video takes, a local depth model for the structure and a local CLIP image "
+                             f"encoder for the content)")
+            if args.structure_level is not None and args.structure_level < 0:
+                parser.error(f"generate: --structure-level must be a whole number >= 0 (0: the exact depth), got "
+                             f"{args.structure_level}")
+            print(generate_gen1_video(args.config, args.out, control_video=args.control_video,
+                                      content_image=args.content_image, depth_model=args.depth_model,
+                                      image_encoder=args.image_encoder, gen1_weights=args.gen1_weights,
+                                      structure_level=args.structure_level or 0,
+                                      guidance_scale=7.5 if args.guidance is None else args.guidance,
+                                      num_frames=args.frames, **options))
+            return 0
         if args.method == "controlvideo":
             from minivdm.full_scale import generate_controlled_video
 

@@ -92,3 +92,32 @@ def randomise_parameters(module: torch.nn.Module, seed: int, scale: float = 0.1)
         for parameter in module.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
     return module.eval()
+
+
+def moving_square_video(frames: int = 5, size: int = 16) -> torch.Tensor:
+    """(3, frames, size, size) in [-1, 1]: a white 6 x 6 square on black moving 2 px right per frame."""
+    video = -torch.ones(3, frames, size, size)
+    for k in range(frames):
+        video[:, k, 5:11, 1 + 2 * k:7 + 2 * k] = 1.0
+    return video
+
+
+def tiny_dpt(folder: Path):
+    """A tiny random DPT (transformers' depth estimator) with its image processor, saved with save_pretrained; the
+    head's weights drawn wider than the default so that its depth depends on the frame (at the default it is nearly a
+    constant). Returns (model, processor)."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32,
+                       patch_size=8, backbone_out_indices=[0, 1], neck_hidden_sizes=[16, 32], reassemble_factors=[2, 1],
+                       fusion_hidden_size=16, use_auxiliary_head=False, initializer_range=0.1)
+    torch.manual_seed(0)
+    model = DPTForDepthEstimation(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith("head"):
+                parameter.normal_(0.0, 0.1)
+    processor = DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor

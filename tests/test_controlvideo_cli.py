@@ -16,15 +16,14 @@ import torch.nn.functional as F
 from minivdm.__main__ import main
 from minivdm.io.video_files import read_video, write_video
 
+import sd_fixtures
+
 CONTROL_FRAMES = 5  # the control video is one frame longer than the clips generated: only the first --frames count
 
 
 def moving_square_video(frames: int = CONTROL_FRAMES, size: int = 16) -> torch.Tensor:
     """(3, frames, size, size) in [-1, 1]: a white 6 x 6 square on black moving 2 px right per frame."""
-    video = -torch.ones(3, frames, size, size)
-    for k in range(frames):
-        video[:, k, 5:11, 1 + 2 * k:7 + 2 * k] = 1.0
-    return video
+    return sd_fixtures.moving_square_video(frames, size)
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +50,8 @@ def tiny_depth_model(tmp_path_factory):
     """A tiny random DPT (transformers' depth estimator) with its image processor, saved with save_pretrained.
     Weights drawn wider than the default so that its depth depends on the frame (at the default it is nearly a
     constant)."""
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
-
     folder = tmp_path_factory.mktemp("dpt")
-    config = DPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32,
-                       patch_size=8, backbone_out_indices=[0, 1], neck_hidden_sizes=[16, 32], reassemble_factors=[2, 1],
-                       fusion_hidden_size=16, use_auxiliary_head=False, initializer_range=0.1)
-    torch.manual_seed(0)
-    model = DPTForDepthEstimation(config).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.startswith("head"):
-                parameter.normal_(0.0, 0.1)
-    model.save_pretrained(folder)
-    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
+    sd_fixtures.tiny_dpt(folder)
     return folder
 
 

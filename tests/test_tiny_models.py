@@ -136,7 +136,8 @@ def _recorded_commands(folder) -> list[str]:
 
 
 @pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet",
-                                    "toy_tune_a_video", "toy_make_a_video", "toy_video_ldm", "toy_frame_interpolation"])
+                                    "toy_tune_a_video", "toy_make_a_video", "toy_video_ldm", "toy_frame_interpolation",
+                                    "toy_gen1"])
 def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
     from minivdm.toy import DATA_DIR
 
@@ -154,7 +155,7 @@ def test_every_data_folder_is_a_shipped_model_with_a_card():
     from minivdm.toy import DATA_DIR
 
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_controlnet",
-                                                          "toy_frame_interpolation", "toy_make_a_video",
+                                                          "toy_frame_interpolation", "toy_gen1", "toy_make_a_video",
                                                           "toy_text_to_image", "toy_tune_a_video", "toy_vdm",
                                                           "toy_video_ldm"]
 
@@ -204,6 +205,24 @@ def test_the_shipped_interpolation_network_starts_from_the_shipped_make_a_video_
         model_dir("make-a-video").relative_to(TOY_INTERPOLATION_DIR.parents[1]))
     assert model.unet.conv_in.weight.shape[1] == 7  # [z_t ; x * m ; m]
     assert model.unet.conv_in.weight[:, 3:].abs().sum() > 0  # the known frames' channels were trained from zero
+
+
+def test_the_shipped_gen1_started_from_the_shipped_image_model_and_temporal_layers():
+    """Every weight trained (as Gen-1 does), from the toy image U-Net with a zero-weight depth channel and chapter 9's
+    Make-A-Video layers: the depth channel's weights start at zero, and every tensor that gets a gradient moved."""
+    from minivdm.toy.gen1 import build_toy_gen1, load_toy_gen1
+
+    model, _, metadata = load_toy_gen1()
+    start = build_toy_gen1().unet.state_dict()
+    trained = model.unet.state_dict()
+    assert set(trained) == set(start) and metadata["command"].startswith("python -m minivdm train-toy-gen1")
+    assert start["conv_in.weight"][:, 3].abs().sum() == 0 < trained["conv_in.weight"][:, 3].abs().sum()
+    still = [name for name in start if torch.equal(start[name], trained[name])]
+    # One content token: softmax over one key is 1, so cross-attention outputs c W_V whatever the query, and the
+    # LayerNorm scale before it (norm2, feeding only the queries) gets no gradient. Everything else moved.
+    assert all(name.endswith("transformer_blocks.0.norm2.weight") for name in still), still
+    near = [name for name in start if (start[name] - trained[name]).norm() < 0.5 * (start[name].norm() + 1e-8)]
+    assert len(near) > 0.5 * len(start), "most tensors stay near their starting point: the init was used"
 
 
 def test_wilson_interval_holds_the_rate_and_narrows_with_more_prompts():

@@ -15,12 +15,11 @@ rendering of them (the known frames are not pasted back, so an error there shows
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import nn
 
 from minivdm.models.inflated_unet import InflatedVideoUNet
+from minivdm.models.unet_2d_condition import widen_conv_in
 from minivdm.validation import check_video
 
 
@@ -57,19 +56,8 @@ def widen_for_interpolation(unet: InflatedVideoUNet) -> InflatedVideoUNet:
     weights zero, so the copy computes what ``unet`` does until it is trained."""
     if not isinstance(unet, InflatedVideoUNet):
         raise TypeError(f"widen_for_interpolation takes an inflated video U-Net, got {type(unet).__name__}")
-    channels = unet.config.in_channels
-    config = replace(unet.config, in_channels=2 * channels + 1)
     options = {"merge_factor": unet.merge_factor} if hasattr(unet, "merge_factor") else {}
-    weight = unet.conv_in.weight
-    with torch.device("meta"):
-        widened = type(unet)(config, **options)
-    widened.to_empty(device=weight.device).to(weight.dtype)
-    state = dict(unet.state_dict())
-    conv_in = torch.zeros(weight.shape[0], 2 * channels + 1, *weight.shape[2:], dtype=weight.dtype, device=weight.device)
-    conv_in[:, :channels] = weight.detach()
-    state["conv_in.weight"] = conv_in
-    widened.load_state_dict(state, strict=True)
-    return widened.train(unet.training)
+    return widen_conv_in(unet, unet.config.in_channels + 1, **options)
 
 
 class FrameInterpolator(nn.Module):

@@ -257,3 +257,23 @@ class UNet2DConditionModel(nn.Module):
             raise ValueError(f"the ControlNet's residuals do not fit this U-Net (a ControlNet made for another one?): "
                              f"expected {len(skips)} skip residuals and a middle one of shapes {expected}, got {given}")
         return [skip + residual for skip, residual in zip(skips, down_residuals)], h + mid_residual
+
+
+def widen_conv_in(unet: nn.Module, extra_channels: int, **options) -> nn.Module:
+    """A copy of ``unet`` (this U-Net or one of its video forms; ``options`` rebuild its extra arguments) whose
+    conv_in takes ``extra_channels`` more input channels, appended after the existing ones with zero weights:
+    the copy computes what ``unet`` does whatever the new channels hold, until it is trained. This is how an
+    image model learns a new input (SD 2 depth's depth channel, an interpolation network's known frames)."""
+    from dataclasses import replace
+
+    if not isinstance(extra_channels, int) or isinstance(extra_channels, bool) or extra_channels < 1:
+        raise ValueError(f"extra_channels must be a positive int, got {extra_channels!r}")
+    weight = unet.conv_in.weight
+    with torch.device("meta"):
+        widened = type(unet)(replace(unet.config, in_channels=unet.config.in_channels + extra_channels), **options)
+    widened.to_empty(device=weight.device).to(weight.dtype)
+    state = dict(unet.state_dict())
+    state["conv_in.weight"] = torch.cat([weight.detach(), weight.new_zeros(weight.shape[0], extra_channels,
+                                                                           *weight.shape[2:])], dim=1)
+    widened.load_state_dict(state, strict=True)
+    return widened.train(unet.training)
