@@ -9,10 +9,13 @@
     train-toy-tune-a-video  tune the toy text-to-image model on one held-out clip (Tune-A-Video, chapter 8)
     train-toy-temporal-layers  train Make-A-Video's or Video LDM's temporal layers on unlabeled toy clips (chapter 9)
     train-toy-frame-interpolation  train Make-A-Video's masked frame interpolation on toy clips (4 key frames -> 16)
+    train-toy-gen1   train the toy Gen-1 (structure = depth, content = toy CLIP image embedding) and its prior
+    train-toy-dit    train the toy text-to-video DiT (chapter 11) on clips of 8 and 16 frames at 32x32 and 32x48
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
                      video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet),
-                     or Gen-1's structure + content edit of a video on SD 2 depth (--method gen1)
+                     or Gen-1's structure + content edit of a video on SD 2 depth (--method gen1), or CogVideoX
+                     text-to-video (--config cogvideox-2b | cogvideox-5b)
     tune-a-video     full scale: tune an image checkpoint on one video, then edit it by prompt (Tune-A-Video)
     make-exercises   regenerate exercises/ from solutions/
     course           copy the tutorials and exercises to your own folder to work in
@@ -193,6 +196,19 @@ def main(argv: list[str] | None = None) -> int:
                       help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
     gen1.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
+    toy_dit = commands.add_parser("train-toy-dit",
+                                  help="train the toy text-to-video DiT (chapter 11) from scratch on toy clips of 8 and "
+                                       "16 frames at 32x32 and 32x48")
+    toy_dit.add_argument("--out", required=True, type=folder_to_write,
+                         help="folder to write (dit.safetensors, text_encoder/, tokenizer/)")
+    toy_dit.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    toy_dit.add_argument("--anneal-from", default=None, type=existing_folder,
+                         help="second stage: start from this toy DiT folder and anneal the learning rate to zero")
+    toy_dit.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    toy_dit.add_argument("--max-minutes", type=float, default=None,
+                         help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
+    toy_dit.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
     toy_clip = commands.add_parser("train-toy-clip", help="train the toy world's tiny CLIP and aesthetic head (curation)")
     toy_clip.add_argument("--out", required=True, type=folder_to_write, help="folder to write (CLIP model, tokenizer, aesthetic_head.safetensors)")
     toy_clip.add_argument("--steps", type=positive_int, default=None, help="override the recipe's CLIP step count")
@@ -216,20 +232,25 @@ def main(argv: list[str] | None = None) -> int:
 
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True,
-                          help="sd15, sd14, sd2-depth (images), modelscope-t2v or animatediff (video)")
+                          help="sd15, sd14, sd2-depth (images), modelscope-t2v, animatediff, cogvideox-2b or "
+                               "cogvideox-5b (video)")
     generate.add_argument("--prompt", default=None,
                           help="the text to generate from (every method but gen1, whose content is --content-image)")
     generate.add_argument("--out", required=True, type=file_to_write(".png", ".jpg", ".mp4", ".gif"), help="file to write: .png for images, .mp4 or .gif for videos")
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
     generate.add_argument("--steps", type=positive_int, default=50)
     generate.add_argument("--guidance", type=float, default=None,
-                          help="default 7.5 for images, 9 for videos (gen1: guidance on the content, default 7.5)")
-    generate.add_argument("--frames", type=positive_int, default=16,
-                          help="video configs, text2video-zero, controlvideo and gen1: number of frames (controlvideo, "
-                               "gen1: the first N of --control-video)")
+                          help="default 7.5 for images, 9 for videos, 6 for cogvideox (gen1: guidance on the content, "
+                               "default 7.5)")
+    generate.add_argument("--dynamic-cfg", action="store_true",
+                          help="cogvideox: the guidance scale diffusers' use_dynamic_cfg varies over the steps")
+    generate.add_argument("--frames", type=positive_int, default=None,
+                          help="video configs, text2video-zero, controlvideo and gen1: number of frames (default 16; "
+                               "cogvideox: 4k + 1, default 49; controlvideo, gen1: the first N of --control-video)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16", help="on GPU")
+    generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
+                          help="on GPU (default fp16; cogvideox-5b: bf16)")
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
@@ -440,6 +461,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         print(train_toy_gen1(args.out, config=config, checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
                              command=command_line(argv), device=args.device, **options))
         return 0
+    if args.command == "train-toy-dit":
+        import dataclasses
+
+        from minivdm.toy.dit import TOY_DIT_ANNEAL, TOY_DIT_TRAIN, train_toy_dit
+
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-toy-dit: --max-minutes must be > 0, got {args.max_minutes}")
+        recipe = TOY_DIT_TRAIN if args.anneal_from is None else TOY_DIT_ANNEAL
+        config = recipe if args.steps is None else dataclasses.replace(recipe, steps=args.steps)
+        print(train_toy_dit(args.out, config=config, checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
+                            init_from=args.anneal_from, command=command_line(argv), device=args.device))
+        return 0
     if args.command == "train-toy-frame-interpolation":
         import dataclasses
 
@@ -500,10 +533,21 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
             print(path)
         return 0
     if args.command == "generate":
+        from minivdm.configs.dit import DIT_CONFIGS
         from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video
+        from minivdm.full_scale_dit import DEFAULT_FRAMES, generate_dit_video
 
-        options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,  # noqa: C408
-                       height=args.height, width=args.width, check_config=not args.no_config_check)
+        if args.config in DIT_CONFIGS:
+            if args.method is not None or args.motion_adapter is not None:
+                given = "--method" if args.method is not None else "--motion-adapter"
+                parser.error(f"generate: {given} does not apply to --config {args.config} (a text-to-video DiT)")
+        elif args.dynamic_cfg:
+            parser.error(f"generate: --dynamic-cfg belongs to the cogvideox configs, got --config {args.config}")
+        options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device,  # noqa: C408
+                       dtype=args.dtype or "fp16", height=args.height, width=args.width,
+                       check_config=not args.no_config_check)
+        if args.frames is None:
+            args.frames = DEFAULT_FRAMES if args.config in DIT_CONFIGS else 16
         if args.method == "gen1" and args.prompt is not None:
             parser.error("generate: --method gen1 takes no --prompt: its content is --content-image (Gen-1's text path "
                          "needs its prior from text to image embeddings, whose weights are not public)")
@@ -578,6 +622,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
             print(generate_zero_shot_video(args.config, args.prompt, args.out, motion=motion,
                                            motion_strength=strength, guidance_scale=args.guidance or 7.5,
                                            num_frames=args.frames, foreground_mask=args.foreground_mask, **options))
+            return 0
+        if args.config in DIT_CONFIGS:
+            guidance = 6.0 if args.guidance is None else args.guidance
+            print(generate_dit_video(args.config, args.prompt, args.out, guidance_scale=guidance,
+                                     use_dynamic_cfg=args.dynamic_cfg, num_frames=args.frames,
+                                     **dict(options, dtype=args.dtype)))
             return 0
         if args.motion_adapter is not None and args.config != "animatediff":
             parser.error(f"generate: --motion-adapter belongs to --config animatediff, got --config {args.config}")

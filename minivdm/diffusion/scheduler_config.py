@@ -19,6 +19,13 @@ Every key is accounted for, so nothing silently samples as something else:
   order...) or only matter when a ``FIXED`` option is switched on: DDIM has no use for them;
 * ``_``-prefixed keys are metadata (``_class_name``, ``_diffusers_version``, ``_use_default_values``);
 * any other key is refused by name: minivdm does not know what it would change.
+
+CogVideoX's two schedulers (``CogVideoXDDIMScheduler``, ``CogVideoXDPMScheduler``) share one more option,
+``snr_shift_scale``: their alpha_bar is the betas' with its SNR divided by that scale, then rescaled to zero
+terminal SNR (``DiscreteSchedule.from_shifted_beta_schedule``). Their missing keys take their own defaults
+(``COGVIDEOX_DEFAULTS``), and their steps never clip or threshold, so ``clip_sample`` and its range change nothing.
+Which solver steps the grid is the caller's choice (``minivdm.methods.text_to_video_dit``: DDIM, or the
+DPM-Solver++(2M) SDE that ``CogVideoXDPMScheduler`` names); the schedule and grid read here are the same for both.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ import math
 import torch
 
 from minivdm.diffusion.schedules import BETA_SCHEDULES, TIMESTEP_SPACINGS, DiscreteSchedule, rescale_zero_terminal_snr
+
+# CogVideoX's schedulers: key -> their default (HONOURED's keys, plus the SNR shift)
+COGVIDEOX_CLASSES = frozenset({"CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"})
+COGVIDEOX_DEFAULTS = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "trained_betas": None, "rescale_betas_zero_snr": False, "prediction_type": "epsilon",
+    "timestep_spacing": "leading", "steps_offset": 0, "set_alpha_to_one": True, "snr_shift_scale": 3.0,
+}
+# options of theirs their step functions never read
+COGVIDEOX_IRRELEVANT = frozenset({"clip_sample", "clip_sample_range", "sample_max_value"})
 
 # Samplers diffusers lists as interchangeable with DDIMScheduler (its KarrasDiffusionSchedulers): they
 # all use the discrete-beta schedule above. EDM schedulers (sigma schedules) and flow matching are not.
@@ -84,11 +101,18 @@ def _is_one_of(value, allowed) -> bool:
                (not isinstance(value, bool) and value == option) for option in allowed)
 
 
-def _expect(config: dict, key: str, kinds: tuple, description: str):
-    value = config.get(key, HONOURED[key])
+def _expect(config: dict, key: str, kinds: tuple, description: str, defaults: dict = HONOURED):
+    value = config.get(key, defaults[key])
     if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
         raise ValueError(f"scheduler config has {key}={value!r}; expected {description}")
     return value
+
+
+def _snr_shift_scale(config: dict) -> float:
+    scale = _expect(config, "snr_shift_scale", (int, float), "a number > 0", COGVIDEOX_DEFAULTS)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scheduler config has snr_shift_scale={scale!r}; expected a number > 0")
+    return float(scale)
 
 
 def read_scheduler_config(config: dict) -> dict:
@@ -98,29 +122,33 @@ def read_scheduler_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise TypeError(f"a scheduler config must be a dict (scheduler_config.json), got {type(config).__name__}")
     # keys an in-memory config (``pipe.scheduler.config``) lists here were never set: as in diffusers'
-    # from_config they take DDIMScheduler's defaults (saved config.json files do not carry the list)
+    # from_config they take DDIMScheduler's defaults, or CogVideoX's for its schedulers (saved config.json files
+    # do not carry the list)
     unset = config.get("_use_default_values", [])
     config = {key: value for key, value in config.items() if key not in unset}
     class_name = config.get("_class_name", "DDIMScheduler")
-    if class_name not in DDIM_COMPATIBLE_CLASSES:
+    cogvideox = class_name in COGVIDEOX_CLASSES
+    if class_name not in DDIM_COMPATIBLE_CLASSES and not cogvideox:
         raise ValueError(f"scheduler config is a {class_name}, whose noise schedule minivdm's DDIM does not share; "
-                         f"supported: a config of {sorted(DDIM_COMPATIBLE_CLASSES)}")
+                         f"supported: a config of {sorted(DDIM_COMPATIBLE_CLASSES | COGVIDEOX_CLASSES)}")
+    defaults = COGVIDEOX_DEFAULTS if cogvideox else HONOURED
     for key, value in config.items():
-        if key.startswith("_") or key in HONOURED or key in IRRELEVANT:
+        if key.startswith("_") or key in defaults or key in IRRELEVANT or (cogvideox and key in COGVIDEOX_IRRELEVANT):
             continue
         if key not in FIXED:
+            known = sorted({*defaults, *FIXED, *IRRELEVANT, *(COGVIDEOX_IRRELEVANT if cogvideox else ())})
             raise ValueError(f"scheduler config has {key}={value!r}, an option minivdm does not know: refused "
-                             f"rather than ignored (known: {sorted([*HONOURED, *FIXED, *IRRELEVANT])})")
+                             f"rather than ignored (known to a {class_name} config: {known})")
         allowed, why = FIXED[key]
         if not _is_one_of(value, allowed):
             only = f"{key}={allowed[0]!r}" if len(allowed) == 1 else f"{key} in {allowed}"
             raise ValueError(f"scheduler config has {key}={value!r}; minivdm's DDIM supports only {only} ({why})")
 
-    num_train_timesteps = _expect(config, "num_train_timesteps", (int,), "a positive int")
-    beta_schedule = _expect(config, "beta_schedule", (str,), f"one of {BETA_SCHEDULES}")
-    beta_start = _expect(config, "beta_start", (int, float), "a number")
-    beta_end = _expect(config, "beta_end", (int, float), "a number")
-    rescale = _expect(config, "rescale_betas_zero_snr", (bool,), "true or false")
+    num_train_timesteps = _expect(config, "num_train_timesteps", (int,), "a positive int", defaults)
+    beta_schedule = _expect(config, "beta_schedule", (str,), f"one of {BETA_SCHEDULES}", defaults)
+    beta_start = _expect(config, "beta_start", (int, float), "a number", defaults)
+    beta_end = _expect(config, "beta_end", (int, float), "a number", defaults)
+    rescale = _expect(config, "rescale_betas_zero_snr", (bool,), "true or false", defaults)
     trained_betas = config.get("trained_betas")
     if trained_betas is not None:
         # diffusers then ignores beta_schedule, beta_start and beta_end
@@ -131,21 +159,29 @@ def read_scheduler_config(config: dict) -> dict:
             raise ValueError(f"scheduler config has {len(trained_betas)} trained_betas but num_train_timesteps="
                              f"{num_train_timesteps}: they must agree")
         betas = torch.tensor(trained_betas, dtype=torch.float32)
-        if rescale:
-            betas = rescale_zero_terminal_snr(betas)
-        schedule = DiscreteSchedule(betas, "trained_betas" + (", zero terminal SNR" if rescale else ""))
+        if cogvideox:
+            schedule = DiscreteSchedule.from_shifted_betas(betas, _snr_shift_scale(config), rescale)
+        else:
+            if rescale:
+                betas = rescale_zero_terminal_snr(betas)
+            schedule = DiscreteSchedule(betas, "trained_betas" + (", zero terminal SNR" if rescale else ""))
     else:
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"scheduler config has beta_schedule={beta_schedule!r}; minivdm supports {BETA_SCHEDULES}")
-        schedule = DiscreteSchedule.from_beta_schedule(beta_schedule, beta_start, beta_end, num_train_timesteps, rescale)
+        if cogvideox:
+            schedule = DiscreteSchedule.from_shifted_beta_schedule(beta_schedule, beta_start, beta_end,
+                                                                   num_train_timesteps, rescale, _snr_shift_scale(config))
+        else:
+            schedule = DiscreteSchedule.from_beta_schedule(beta_schedule, beta_start, beta_end, num_train_timesteps,
+                                                           rescale)
 
-    prediction_type = _expect(config, "prediction_type", (str,), f"one of {sorted(PREDICTION_TYPES)}")
+    prediction_type = _expect(config, "prediction_type", (str,), f"one of {sorted(PREDICTION_TYPES)}", defaults)
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"scheduler config has prediction_type={prediction_type!r}; expected one of {sorted(PREDICTION_TYPES)}")
-    spacing = _expect(config, "timestep_spacing", (str,), f"one of {TIMESTEP_SPACINGS}")
+    spacing = _expect(config, "timestep_spacing", (str,), f"one of {TIMESTEP_SPACINGS}", defaults)
     if spacing not in TIMESTEP_SPACINGS:
         raise ValueError(f"scheduler config has timestep_spacing={spacing!r}; minivdm supports {TIMESTEP_SPACINGS}")
-    steps_offset = _expect(config, "steps_offset", (int,), "an int >= 0")
+    steps_offset = _expect(config, "steps_offset", (int,), "an int >= 0", defaults)
     if steps_offset < 0:
         raise ValueError(f"scheduler config has steps_offset={steps_offset}; expected an int >= 0")
     return {
@@ -153,5 +189,5 @@ def read_scheduler_config(config: dict) -> dict:
         "prediction_type": PREDICTION_TYPES[prediction_type],
         "timestep_spacing": spacing,
         "steps_offset": steps_offset,
-        "set_alpha_to_one": _expect(config, "set_alpha_to_one", (bool,), "true or false"),
+        "set_alpha_to_one": _expect(config, "set_alpha_to_one", (bool,), "true or false", defaults),
     }

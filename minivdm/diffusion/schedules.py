@@ -26,6 +26,15 @@ Zero terminal SNR (Lin, Liu, Li, Yang, 2023, "Common Diffusion Noise Schedules a
 Flawed", arXiv:2305.08891, Algorithm 1) shifts and rescales sqrt(alpha_bar) so that alpha_bar_N = 0
 exactly while alpha_bar_1 is unchanged: the last timestep is pure noise, as sampling assumes.
 
+An SNR shift divides the signal-to-noise ratio of every timestep by a scale s (the "shifted" schedules
+of Hoogeboom, Heek, Salimans, 2023, "simple diffusion", arXiv:2301.11093, for large images; CogVideoX,
+Yang et al., 2024, arXiv:2408.06072, trains with s = 3 before the zero-terminal-SNR rescale):
+
+    SNR'_k = SNR_k / s,   i.e.  alpha_bar'_k = alpha_bar_k / (s + (1 - s) alpha_bar_k),   lambda' = lambda - log s
+
+More pixels carry the same picture with more redundancy, so a large video needs more noise at every
+step to hide it as well as a small image does.
+
 Integer timesteps k = 0..N-1 (what published checkpoints take) and continuous t meet at
 t = (k + 1) / N; t = 0 is clean data. ``inference_timesteps`` picks the timesteps a sampler visits
 with one of the spacings of Lin et al.'s Table 2 ("leading", "trailing", "linspace").
@@ -232,18 +241,28 @@ def betas_for_schedule(beta_schedule: str, beta_start: float, beta_end: float, n
     raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
 
 
-def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Lin et al. (2023), Algorithm 1: betas whose alpha_bar_N is exactly 0 and alpha_bar_1 unchanged.
-
-    sqrt(alpha_bar) is shifted down by its last value, then scaled back up so its first value is kept;
-    the betas are read back off the new cumulative product.
-    """
-    sqrt_alpha_bar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2023), Algorithm 1 on alpha_bar: sqrt(alpha_bar) is shifted down by its last value, then scaled
+    back up so its first value is kept: alpha_bar_N is exactly 0, alpha_bar_1 unchanged."""
+    sqrt_alpha_bar = alphas_cumprod.sqrt()
     first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
     sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
-    alpha_bar = sqrt_alpha_bar**2
+    return sqrt_alpha_bar**2
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2023), Algorithm 1: betas whose alpha_bar_N is exactly 0 and alpha_bar_1 unchanged (the betas are
+    read back off the rescaled cumulative product)."""
+    alpha_bar = zero_terminal_snr(torch.cumprod(1.0 - betas, dim=0))
     alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
     return 1 - alphas
+
+
+def shift_snr(alphas_cumprod: torch.Tensor, scale: float) -> torch.Tensor:
+    """SNR_k / scale at every timestep: alpha_bar' = alpha_bar / (s + (1 - s) alpha_bar) (s = 1: unchanged)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"snr_shift_scale must be a number > 0, got {scale!r}")
+    return alphas_cumprod / (scale + (1 - scale) * alphas_cumprod)
 
 
 class DiscreteSchedule(NoiseSchedule):
@@ -278,6 +297,48 @@ class DiscreteSchedule(NoiseSchedule):
             betas = rescale_zero_terminal_snr(betas)
         description = f"{beta_schedule}, beta_start={beta_start}, beta_end={beta_end}, N={num_train_timesteps}"
         return cls(betas, description + (", zero terminal SNR" if rescale_betas_zero_snr else ""))
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor, description: str = "alphas_cumprod") -> "DiscreteSchedule":
+        """A schedule given by its table alpha_bar_0..alpha_bar_{N-1} (decreasing, in (0, 1], the last may be 0),
+        kept as given (rounded once to float32), not re-multiplied from betas."""
+        check_tensor(alphas_cumprod, "alphas_cumprod", ndim=1, layout="(N,)", floating=True)
+        check_finite(alphas_cumprod, "alphas_cumprod")
+        alpha_bar = alphas_cumprod.to(torch.float64)
+        if alpha_bar.numel() == 0 or alpha_bar.max() > 1 or alpha_bar.min() < 0 or torch.any(alpha_bar[1:] > alpha_bar[:-1]):
+            raise ValueError("alphas_cumprod must be N >= 1 values in [0, 1] that never increase")
+        betas = 1 - alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        schedule = cls(betas.clamp(0, 1), description)
+        schedule.alphas_cumprod = alpha_bar.to(torch.float32)
+        return schedule
+
+    @classmethod
+    def from_shifted_beta_schedule(cls, beta_schedule: str = "scaled_linear", beta_start: float = 0.00085,
+                                   beta_end: float = 0.012, num_train_timesteps: int = 1000,
+                                   rescale_betas_zero_snr: bool = False,
+                                   snr_shift_scale: float = 3.0) -> "DiscreteSchedule":
+        """CogVideoX's schedule (diffusers' CogVideoXDDIMScheduler and CogVideoXDPMScheduler): the betas' alpha_bar in
+        float64, its SNR divided by ``snr_shift_scale``, then (optionally) rescaled to zero terminal SNR."""
+        if not 0 <= beta_start <= beta_end <= 1:
+            raise ValueError(f"need 0 <= beta_start <= beta_end <= 1, got {beta_start} and {beta_end}")
+        if beta_schedule == "scaled_linear":  # CogVideoX's schedulers lay these betas out in float64
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+        else:
+            betas = betas_for_schedule(beta_schedule, beta_start, beta_end, num_train_timesteps)
+        return cls.from_shifted_betas(betas, snr_shift_scale, rescale_betas_zero_snr,
+                                      f"{beta_schedule}, beta_start={beta_start}, beta_end={beta_end}, "
+                                      f"N={num_train_timesteps}")
+
+    @classmethod
+    def from_shifted_betas(cls, betas: torch.Tensor, snr_shift_scale: float, rescale_betas_zero_snr: bool,
+                           description: str = "trained_betas") -> "DiscreteSchedule":
+        """alpha_bar of ``betas``, SNR divided by ``snr_shift_scale``, then (optionally) zero terminal SNR."""
+        check_tensor(betas, "betas", ndim=1, layout="(N,)", floating=True)
+        alpha_bar = shift_snr(torch.cumprod(1.0 - betas, dim=0), snr_shift_scale)
+        if rescale_betas_zero_snr:
+            alpha_bar = zero_terminal_snr(alpha_bar)
+        description += f", SNR / {snr_shift_scale}" + (", zero terminal SNR" if rescale_betas_zero_snr else "")
+        return cls.from_alphas_cumprod(alpha_bar, description)
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         grid = torch.cat([torch.ones(1), self.alphas_cumprod])  # index 0 is k = -1

@@ -29,13 +29,15 @@ def red_circle_prompt(motion: str) -> str:
     return "a red circle standing still" if motion == "still" else f"a red circle moving {motion}"
 
 
-def prompted_motions(model, tokenizer, draws: int = 8, **sampling) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def prompted_motions(model, tokenizer, draws: int = 8, *, sampler=sample_toy_videos,
+                     **sampling) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """Samples of ``red_circle_prompt(motion)`` for every motion from the same ``draws`` noise draws
-    (``sampling`` goes to ``sample_toy_videos``, its seed included). Returns motion -> videos (draws, 3, T, 32, 32)
+    (``sampling`` goes to ``sampler``, its seed included: ``sample_toy_videos`` for the toy VDM,
+    ``minivdm.toy.dit.sample_toy_dit_videos`` for the toy DiT). Returns motion -> videos (draws, 3, T, H, W)
     and motion -> the motion the oracle reads in each draw ("nothing" where it sees no object)."""
     videos, read = {}, {}
     for motion in MOTIONS:
-        videos[motion] = sample_toy_videos(model, tokenizer, [red_circle_prompt(motion)] * draws, **sampling).cpu()
+        videos[motion] = sampler(model, tokenizer, [red_circle_prompt(motion)] * draws, **sampling).cpu()
         read[motion] = [objects[0].motion if objects else "nothing" for objects in read_video(videos[motion])]
     return videos, read
 

@@ -304,7 +304,7 @@ def _read_chunk(rgb: Tensor) -> list[list[SeenObject]]:
     palette = torch.tensor(list(PALETTE.values()), dtype=torch.float32)
     colour_error = (mean_rgb - palette).norm(dim=-1)                              # (B, K)
 
-    scale = width / 32
+    scale = min(height, width) / 32  # objects are sized by the shorter side (the toy world's H)
     velocity, residual = _line_fit(trajectory, present)
     area_change = (area.amax(-1) - area.amin(-1)).float() / area.amax(-1).clamp(min=1).float()
     consistent = (present.all(-1) & (area_change <= MAX_AREA_CHANGE) & (drift <= MAX_COLOUR_DRIFT)

@@ -65,7 +65,7 @@ BORDER_MARGIN = 1
 class ToyWorldConfig:
     """What the generator draws. Radii are given for size 32 and scale with ``size``."""
 
-    size: int = 32            # H = W
+    size: int = 32            # H (and W unless ``width`` is given)
     frames: int = 8           # T; frames=1 gives single images (motion is then always "still")
     max_objects: int = 2      # each sample has 1..max_objects objects, in distinct colours
     min_radius: int = 5       # object half-size in pixels at size 32
@@ -74,6 +74,7 @@ class ToyWorldConfig:
     camera_pan: bool = False  # the background texture drifts at a constant velocity (implies texture)
     texture: bool = False     # faint static background texture
     name: str = "tiny"
+    width: int | None = None  # W when the frame is not square (e.g. 48 for 32x48); radii still scale with H
 
     def __post_init__(self):
         check_positive_int(self.size, "size")
@@ -81,6 +82,8 @@ class ToyWorldConfig:
         check_positive_int(self.max_objects, "max_objects")
         check_positive_int(self.min_radius, "min_radius")
         check_positive_int(self.max_radius, "max_radius")
+        if self.width is not None:
+            check_positive_int(self.width, "width")
         if self.max_objects > len(PALETTE):
             raise ValueError(f"max_objects must be <= {len(PALETTE)} (one palette colour per object), "
                              f"got {self.max_objects}")
@@ -88,16 +91,23 @@ class ToyWorldConfig:
             raise ValueError(f"min_radius ({self.min_radius}) must be <= max_radius ({self.max_radius})")
         if isinstance(self.speed, bool) or not isinstance(self.speed, (int, float)) or self.speed <= 0:
             raise ValueError(f"speed must be a positive number of pixels per frame, got {self.speed!r}")
-        if self.room(self.scaled_radius(self.max_radius)) < 1:
+        if min(self.room(self.scaled_radius(self.max_radius), extent) for extent in self.frame_size) < 1:
             raise ValueError(f"max_radius {self.max_radius} (scaled to {self.scaled_radius(self.max_radius)} px) "
-                             f"leaves no room to place an object in a {self.size}x{self.size} frame")
+                             f"leaves no room to place an object in a {self.size}x{self.frame_size[1]} frame")
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of every frame."""
+        return self.size, self.size if self.width is None else self.width
 
     def scaled_radius(self, radius: int) -> int:
         return max(2, round(radius * self.size / 32))
 
-    def room(self, radius: int) -> float:
-        """Range of centre coordinates (along one axis) that keeps an object of this radius inside."""
-        return (self.size - 1 - BORDER_MARGIN - radius) - (radius + BORDER_MARGIN)
+    def room(self, radius: int, extent: int | None = None) -> float:
+        """Range of centre coordinates along an axis of ``extent`` pixels (default H) that keeps an object of this
+        radius inside."""
+        extent = self.size if extent is None else extent
+        return (extent - 1 - BORDER_MARGIN - radius) - (radius + BORDER_MARGIN)
 
 
 @dataclass
@@ -167,13 +177,13 @@ def caption_for(objects: list[ToyObject], *, with_motion: bool = True) -> str:
 
 def object_masks(objects: list[ToyObject], config: ToyWorldConfig) -> np.ndarray:
     """(N, T, H, W) bool full silhouettes, before occlusion, of the objects in every frame."""
-    size, frames = config.size, config.frames
-    masks = np.zeros((len(objects), frames, size, size), dtype=bool)
-    pixel = np.arange(size, dtype=np.float64)
+    (height, width), frames = config.frame_size, config.frames
+    masks = np.zeros((len(objects), frames, height, width), dtype=bool)
+    rows, columns = np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64)
     for n, obj in enumerate(objects):
-        centres = obj.centres(frames)                            # (T, 2)
-        dy = pixel[None, :, None] - centres[:, 0, None, None]    # (T, H, 1)
-        dx = pixel[None, None, :] - centres[:, 1, None, None]    # (T, 1, W)
+        centres = obj.centres(frames)                              # (T, 2)
+        dy = rows[None, :, None] - centres[:, 0, None, None]       # (T, H, 1)
+        dx = columns[None, None, :] - centres[:, 1, None, None]    # (T, 1, W)
         r = obj.radius
         if obj.shape == "circle":
             masks[n] = dy**2 + dx**2 < r**2
@@ -209,13 +219,14 @@ def _sample_one(rng: np.random.Generator, config: ToyWorldConfig, colour: str) -
     shape = SHAPES[rng.integers(len(SHAPES))]
     motion = "still" if config.frames == 1 else MOTIONS[rng.integers(len(MOTIONS))]
     low = radius + BORDER_MARGIN
-    room = config.room(radius)
-    # Slow down (for this object only) when the trip at full speed would leave the frame.
-    speed = min(float(config.speed), room / max(config.frames - 1, 1))
-    travel = speed * (config.frames - 1) if motion != "still" else 0.0
+    rooms = [config.room(radius, extent) for extent in config.frame_size]   # along y, along x
     dy, dx = MOTION_DIRECTIONS[motion]
+    # Slow down (for this object only) when the trip at full speed would leave the frame.
+    along = rooms[1] if dx else rooms[0]
+    speed = min(float(config.speed), along / max(config.frames - 1, 1))
+    travel = speed * (config.frames - 1) if motion != "still" else 0.0
     start = []
-    for step in (dy, dx):
+    for step, room in zip((dy, dx), rooms):
         lo, hi = low, low + room
         if step > 0:
             hi -= travel
@@ -251,9 +262,9 @@ def background_frames(config: ToyWorldConfig, rng: np.random.Generator | None = 
     The texture is a sum of three random plane waves, so it can be evaluated at any sub-pixel shift:
     a camera pan moves the content by ``pan_velocity`` (vy, vx) pixels per frame.
     """
-    size, frames = config.size, config.frames
+    (height, width), frames = config.frame_size, config.frames
     grey = np.array(BACKGROUND)[:, None, None, None]
-    background = np.broadcast_to(grey, (3, frames, size, size)).copy()
+    background = np.broadcast_to(grey, (3, frames, height, width)).copy()
     if not (config.texture or config.camera_pan):
         return background
     if rng is None:
@@ -262,9 +273,9 @@ def background_frames(config: ToyWorldConfig, rng: np.random.Generator | None = 
     angle = rng.uniform(0, 2 * np.pi, size=3)
     phase = rng.uniform(0, 2 * np.pi, size=3)
     t = np.arange(frames, dtype=np.float64)[:, None, None]
-    y = np.arange(size, dtype=np.float64)[None, :, None] - pan_velocity[0] * t
-    x = np.arange(size, dtype=np.float64)[None, None, :] - pan_velocity[1] * t
-    texture = np.zeros((frames, size, size))
+    y = np.arange(height, dtype=np.float64)[None, :, None] - pan_velocity[0] * t
+    x = np.arange(width, dtype=np.float64)[None, None, :] - pan_velocity[1] * t
+    texture = np.zeros((frames, height, width))
     for k in range(3):
         ky, kx = np.sin(angle[k]) * 2 * np.pi / wavelength[k], np.cos(angle[k]) * 2 * np.pi / wavelength[k]
         texture = texture + np.sin(ky * y + kx * x + phase[k]) / 3
@@ -280,12 +291,12 @@ def render(objects: list[ToyObject], config: ToyWorldConfig, *, background: np.n
     """
     if len(objects) > config.max_objects:
         raise ValueError(f"got {len(objects)} objects but config.max_objects is {config.max_objects}")
-    size, frames, n_max = config.size, config.frames, config.max_objects
+    (height, width), frames, n_max = config.frame_size, config.frames, config.max_objects
     if background is None:
         background = background_frames(config)
     background = np.asarray(background, dtype=np.float64)
-    if background.shape != (3, frames, size, size):
-        raise ValueError(f"background must be (3, T, H, W) = {(3, frames, size, size)}, "
+    if background.shape != (3, frames, height, width):
+        raise ValueError(f"background must be (3, T, H, W) = {(3, frames, height, width)}, "
                          f"got {tuple(background.shape)}")
 
     visible = visible_masks(object_masks(objects, config))   # (n, T, H, W)
@@ -294,7 +305,7 @@ def render(objects: list[ToyObject], config: ToyWorldConfig, *, background: np.n
         colour = np.array(PALETTE[obj.colour])[:, None, None, None]
         rgb = np.where(visible[n][None], colour, rgb)
 
-    masks = np.zeros((n_max, frames, size, size), dtype=bool)
+    masks = np.zeros((n_max, frames, height, width), dtype=bool)
     masks[: len(objects)] = visible
     # A boundary pixel is visible but has a 4-neighbour outside its own object's visible mask.
     padded = np.pad(masks, ((0, 0), (0, 0), (1, 1), (1, 1)))
