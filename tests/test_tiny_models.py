@@ -1,6 +1,8 @@
 """The shipped chapter-1 denoisers: they load, they denoise toy-world frames, they carry their recipe,
 and the demo (the main job of the setup command) writes real, readable videos."""
 
+import json
+
 import pytest
 import torch
 
@@ -65,8 +67,6 @@ def test_demo_writes_videos_that_read_back(tmp_path):
 
 
 def test_shipped_text_to_image_model_is_small_records_its_command_and_follows_prompts():
-    import json
-
     from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, evaluate_text_to_image, load_text_to_image
     from minivdm.toyworld import generate_images
 
@@ -96,8 +96,6 @@ def test_text_to_image_recipe_writes_a_loadable_diffusers_folder(tmp_path):
 
 
 def test_the_annealing_stage_starts_from_the_given_model_and_records_where_it_came_from(tmp_path):
-    import json
-
     from minivdm.toy.text_to_image import load_text_to_image, train_text_to_image
     from minivdm.train import TrainConfig
 
@@ -116,8 +114,6 @@ def test_the_annealing_stage_starts_from_the_given_model_and_records_where_it_ca
 
 
 def _recorded_commands(folder) -> list[str]:
-    import json
-
     from minivdm.toy import DATA_DIR
 
     commands = []
@@ -137,7 +133,7 @@ def _recorded_commands(folder) -> list[str]:
 
 @pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet",
                                     "toy_tune_a_video", "toy_make_a_video", "toy_video_ldm", "toy_frame_interpolation",
-                                    "toy_gen1"])
+                                    "toy_gen1", "toy_dit"])
 def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
     from minivdm.toy import DATA_DIR
 
@@ -155,9 +151,9 @@ def test_every_data_folder_is_a_shipped_model_with_a_card():
     from minivdm.toy import DATA_DIR
 
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_controlnet",
-                                                          "toy_frame_interpolation", "toy_gen1", "toy_make_a_video",
-                                                          "toy_text_to_image", "toy_tune_a_video", "toy_vdm",
-                                                          "toy_video_ldm"]
+                                                          "toy_dit", "toy_frame_interpolation", "toy_gen1",
+                                                          "toy_make_a_video", "toy_text_to_image", "toy_tune_a_video",
+                                                          "toy_vdm", "toy_video_ldm"]
 
 
 def test_the_shipped_tune_a_video_example_is_tuned_from_the_shipped_image_model():
@@ -223,6 +219,21 @@ def test_the_shipped_gen1_started_from_the_shipped_image_model_and_temporal_laye
     assert all(name.endswith("transformer_blocks.0.norm2.weight") for name in still), still
     near = [name for name in start if (start[name] - trained[name]).norm() < 0.5 * (start[name].norm() + 1e-8)]
     assert len(near) > 0.5 * len(start), "most tensors stay near their starting point: the init was used"
+
+
+def test_the_shipped_toy_dit_is_one_model_for_every_trained_size():
+    """The anneal stage started from the recorded first stage; the same weights sample every (T, H, W) they were
+    trained on, and they are trained (at initialisation adaLN-Zero makes the model output exactly zero)."""
+    from minivdm.toy.dit import TOY_DIT_DIR, TOY_DIT_SIZES, load_toy_dit, sample_toy_dit_videos
+
+    model, tokenizer = load_toy_dit()
+    metadata = read_metadata(TOY_DIT_DIR / "dit.safetensors")
+    assert metadata["command"].startswith("python -m minivdm train-toy-dit --anneal-from")
+    assert json.loads(metadata["init_from"])[-1].startswith("python -m minivdm train-toy-dit --out")
+    assert sum(f.stat().st_size for f in TOY_DIT_DIR.rglob("*") if f.is_file()) <= 10 * 2**20
+    for size in TOY_DIT_SIZES:
+        video = sample_toy_dit_videos(model, tokenizer, ["a red circle moving left"], size=size, num_steps=2)
+        assert video.shape == (1, 3, *size) and torch.isfinite(video).all() and video.abs().max() > 0.5
 
 
 def test_wilson_interval_holds_the_rate_and_narrows_with_more_prompts():
