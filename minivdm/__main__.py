@@ -15,7 +15,8 @@
     generate         full scale: text-to-image or text-to-video with a published checkpoint you have locally, or a
                      video from an image checkpoint (--method text2video-zero, or controlvideo with a ControlNet),
                      or Gen-1's structure + content edit of a video on SD 2 depth (--method gen1), or CogVideoX
-                     text-to-video (--config cogvideox-2b | cogvideox-5b)
+                     text-to-video (--config cogvideox-2b | cogvideox-5b), or Stable Video Diffusion image-to-video
+                     (--config svd | svd-xt --image FILE)
     tune-a-video     full scale: tune an image checkpoint on one video, then edit it by prompt (Tune-A-Video)
     make-exercises   regenerate exercises/ from solutions/
     course           copy the tutorials and exercises to your own folder to work in
@@ -233,24 +234,26 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True,
                           help="sd15, sd14, sd2-depth (images), modelscope-t2v, animatediff, cogvideox-2b or "
-                               "cogvideox-5b (video)")
+                               "cogvideox-5b (video), svd or svd-xt (image-to-video, from --image)")
     generate.add_argument("--prompt", default=None,
-                          help="the text to generate from (every method but gen1, whose content is --content-image)")
+                          help="the text to generate from (every method but gen1, whose content is --content-image, "
+                               "and svd, which starts from --image)")
     generate.add_argument("--out", required=True, type=file_to_write(".png", ".jpg", ".mp4", ".gif"), help="file to write: .png for images, .mp4 or .gif for videos")
     generate.add_argument("--weights", default=None, help="local pipeline folder or a cached Hugging Face id")
-    generate.add_argument("--steps", type=positive_int, default=50)
+    generate.add_argument("--steps", type=positive_int, default=None, help="default 50 (svd: 25)")
     generate.add_argument("--guidance", type=float, default=None,
                           help="default 7.5 for images, 9 for videos, 6 for cogvideox (gen1: guidance on the content, "
-                               "default 7.5)")
+                               "default 7.5; svd: the last frame's, default 3)")
     generate.add_argument("--dynamic-cfg", action="store_true",
                           help="cogvideox: the guidance scale diffusers' use_dynamic_cfg varies over the steps")
     generate.add_argument("--frames", type=positive_int, default=None,
                           help="video configs, text2video-zero, controlvideo and gen1: number of frames (default 16; "
-                               "cogvideox: 4k + 1, default 49; controlvideo, gen1: the first N of --control-video)")
+                               "cogvideox: 4k + 1, default 49; svd: 14, svd-xt: 25; controlvideo, gen1: the first N "
+                               "of --control-video)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     generate.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
-                          help="on GPU (default fp16; cogvideox-5b: bf16)")
+                          help="on GPU (default fp16; cogvideox-5b: bf16); the CPU runs fp32")
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--no-config-check", action="store_true", help="accept weights of another architecture")
@@ -301,6 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--structure-level", type=int, default=None,
                           help="gen1: t_s, how many times the depth is halved in resolution before the U-Net sees it "
                                "(default 0: the exact depth; higher leaves the content freer)")
+    generate.add_argument("--image", default=None,
+                          help="svd: the image (PNG, JPEG) the video starts from, its size a multiple of 64 (SVD was "
+                               "trained at 1024x576)")
+    generate.add_argument("--fps", type=positive_int, default=None,
+                          help="svd: frames per second of the file, and SVD's conditioning on it (default 7)")
+    generate.add_argument("--motion-bucket", type=int, default=None,
+                          help="svd: motion_bucket_id, 0 (still) to 255 (most motion), default 127")
+    generate.add_argument("--noise-aug", type=float, default=None,
+                          help="svd: noise_aug_strength, the std of the noise added to the image (default 0.02; "
+                               "higher: the video strays further from it)")
+    generate.add_argument("--min-guidance", type=float, default=None,
+                          help="svd: the first frame's guidance scale, rising to --guidance on the last (default 1)")
+    generate.add_argument("--decode-chunk-size", type=positive_int, default=None,
+                          help="svd: frames the VAE decodes at once (default all; lower saves GPU memory)")
 
     tune = commands.add_parser("tune-a-video", help="full scale: tune an image checkpoint on one video, then edit it by "
                                                     "prompt (Tune-A-Video; local weights only)")
@@ -534,6 +551,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         return 0
     if args.command == "generate":
         from minivdm.configs.dit import DIT_CONFIGS
+        from minivdm.configs.svd import SVD_CONFIGS
         from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video
         from minivdm.full_scale_dit import DEFAULT_FRAMES, generate_dit_video
 
@@ -543,15 +561,32 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                 parser.error(f"generate: {given} does not apply to --config {args.config} (a text-to-video DiT)")
         elif args.dynamic_cfg:
             parser.error(f"generate: --dynamic-cfg belongs to the cogvideox configs, got --config {args.config}")
+        svd_options = {"--image": args.image, "--fps": args.fps, "--motion-bucket": args.motion_bucket,
+                       "--noise-aug": args.noise_aug, "--min-guidance": args.min_guidance,
+                       "--decode-chunk-size": args.decode_chunk_size}
+        if args.config in SVD_CONFIGS:
+            given = [name for name, value in (("--prompt", args.prompt), ("--method", args.method),
+                                              ("--motion-adapter", args.motion_adapter), ("--height", args.height),
+                                              ("--width", args.width)) if value is not None]
+            if given:
+                parser.error(f"generate: --config {args.config} takes no {', '.join(given)} (image-to-video: the "
+                             f"video starts from --image, at the image's size)")
+            if args.image is None:
+                parser.error(f"generate: --config {args.config} needs --image (the image the video starts from)")
+        elif any(value is not None for value in svd_options.values()):
+            given = [name for name, value in svd_options.items() if value is not None]
+            parser.error(f"generate: {', '.join(given)}: only for --config svd and svd-xt, not {args.config}")
+        if args.steps is None:
+            args.steps = 25 if args.config in SVD_CONFIGS else 50
         options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device,  # noqa: C408
                        dtype=args.dtype or "fp16", height=args.height, width=args.width,
                        check_config=not args.no_config_check)
-        if args.frames is None:
+        if args.frames is None and args.config not in SVD_CONFIGS:  # svd: the U-Net's
             args.frames = DEFAULT_FRAMES if args.config in DIT_CONFIGS else 16
         if args.method == "gen1" and args.prompt is not None:
             parser.error("generate: --method gen1 takes no --prompt: its content is --content-image (Gen-1's text path "
                          "needs its prior from text to image embeddings, whose weights are not public)")
-        if args.method != "gen1" and args.prompt is None:
+        if args.method != "gen1" and args.prompt is None and args.config not in SVD_CONFIGS:
             parser.error("generate: --prompt is required (the text to generate from); only --method gen1 takes none")
         if args.method != "text2video-zero" and (args.motion is not None or args.motion_strength is not None
                                                  or args.foreground_mask is not None):
@@ -570,6 +605,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                  and not (args.method == "gen1" and name in shared_with_gen1)]
         if args.method != "controlvideo" and given:
             parser.error(f"generate: {', '.join(given)} belong to --method controlvideo")
+        if args.config in SVD_CONFIGS:
+            from minivdm.full_scale_svd import generate_svd_video
+
+            min_guidance = 1.0 if args.min_guidance is None else args.min_guidance
+            print(generate_svd_video(args.config, args.weights, args.image, args.out, frames=args.frames,
+                                     steps=args.steps, min_guidance=min_guidance,
+                                     max_guidance=3.0 if args.guidance is None else args.guidance, fps=args.fps or 7,
+                                     motion_bucket_id=127 if args.motion_bucket is None else args.motion_bucket,
+                                     noise_aug_strength=0.02 if args.noise_aug is None else args.noise_aug,
+                                     decode_chunk_size=args.decode_chunk_size, seed=args.seed, device=args.device,
+                                     dtype=args.dtype, check_config=not args.no_config_check))
+            return 0
         if args.method == "gen1":
             from minivdm.full_scale_gen1 import generate_gen1_video
 

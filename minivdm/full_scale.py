@@ -10,6 +10,7 @@ checkpoints in the same folder layout.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from minivdm.configs.stable_diffusion import HF_IDS as IMAGE_HF_IDS
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 VIDEO_CONFIGS = {MODELSCOPE_T2V.name: MODELSCOPE_T2V}
 CONTROLS = ("canny", "depth")
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # a Hugging Face id: name or owner/name
 # The image configs ControlVideo runs on, and whose published ControlNets they take: SD 1.4 has SD 1.5's
 # architecture (the same U-Net encoder), so SD 1.5's ControlNets fit it.
 CONTROLNET_BASE = {"sd15": "sd15", "sd14": "sd15"}
@@ -49,6 +51,16 @@ def resolve_weights(weights: str | None, config_name: str, hf_ids: dict[str, str
             f"{repo_id} is not in the local Hugging Face cache and minivdm never downloads. On a machine with internet "
             f"run `huggingface-cli download {repo_id}` (or pass {option} /path/to/a/local/copy)."
         ) from None
+
+
+def local_pipeline_folder(weights: str | None, config_name: str, hf_ids: dict[str, str], layout: str) -> Path:
+    """The local folder of ``weights`` (a folder, or a cached Hugging Face id; default: the config's id). A path that
+    is neither is refused, naming the ``layout`` the folder should have and how to get one."""
+    if weights is not None and not Path(weights).is_dir() and not HUB_ID.match(weights):
+        raise FileNotFoundError(f"--weights {weights}: no folder there (and it is not a Hugging Face id, owner/name); "
+                                f"give a local {layout}, e.g. from `huggingface-cli download {hf_ids[config_name]} "
+                                f"--local-dir FOLDER` on a machine with internet")
+    return resolve_weights(weights, config_name, hf_ids)
 
 
 def check_architecture(loaded, expected, config_name: str) -> None:

@@ -13,19 +13,17 @@ with a tiny pipeline folder in the published layout.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
 from minivdm.configs.dit import DIT_CONFIGS, HF_IDS, full_scale_dit_config
-from minivdm.full_scale import _device_and_dtype, check_architecture, resolve_weights
+from minivdm.full_scale import _device_and_dtype, check_architecture, local_pipeline_folder
 
 COGVIDEOX_CONFIGS = ("cogvideox-2b", "cogvideox-5b")
 DEFAULT_DTYPES = {"cogvideox-2b": "fp16", "cogvideox-5b": "bf16"}
 DEFAULT_FRAMES = 49  # 6 seconds at 8 frames per second, plus the first frame
 FPS = 8
-HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 def check_frames(num_frames: int, temporal_compression: int = 4) -> int:
@@ -38,16 +36,6 @@ def check_frames(num_frames: int, temporal_compression: int = 4) -> int:
                          f"every next {temporal_compression} into one latent frame): {low} or "
                          f"{low + temporal_compression}, not {num_frames}")
     return num_frames
-
-
-def pipeline_folder(weights: str | None, config_name: str) -> Path:
-    """The local folder of ``weights`` (a folder, or a cached Hugging Face id; default: the config's id)."""
-    if weights is not None and not Path(weights).is_dir() and not HUB_ID.match(weights):
-        raise FileNotFoundError(f"--weights {weights}: no folder there (and it is not a Hugging Face id, owner/name); "
-                                f"give a local CogVideoX pipeline folder (transformer/, vae/, text_encoder/, "
-                                f"tokenizer/, scheduler/), e.g. from `huggingface-cli download {HF_IDS[config_name]} "
-                                f"--local-dir FOLDER` on a machine with internet")
-    return resolve_weights(weights, config_name, HF_IDS)
 
 
 def read_json(path: Path) -> dict:
@@ -89,7 +77,8 @@ def generate_dit_video(config_name: str, prompt: str, out: str | Path, *, weight
     if Path(out).suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"{config_name} writes a video: --out must end in .mp4 or .gif, got {str(out)!r}")
     check_frames(num_frames)
-    folder = pipeline_folder(weights, config_name)
+    folder = local_pipeline_folder(weights, config_name, HF_IDS, "CogVideoX pipeline folder (transformer/, vae/, "
+                                                                 "text_encoder/, tokenizer/, scheduler/)")
     check_folder(folder, config_name, height=height, width=width, check_config=check_config)
     device, torch_dtype = _device_and_dtype(device, dtype or DEFAULT_DTYPES[config_name])
     transformer, vae, text_encoder, tokenizer, settings, solver = load_cogvideox_components(

@@ -272,6 +272,7 @@ def generate_image_to_video(unet: SVDUNet, vae, image_encoder, image: torch.Tens
                             num_steps: int = SVD_NUM_STEPS, min_guidance_scale: float = 1.0,
                             max_guidance_scale: float = 3.0, fps: float = 7, motion_bucket_id: int = 127,
                             noise_aug_strength: float = 0.02, decode_chunk_size: int | None = None,
+                            sigma_min: float = SVD_SIGMA_MIN, sigma_max: float = SVD_SIGMA_MAX,
                             generator: torch.Generator | None = None, output: str = "video",
                             progress: bool = True) -> torch.Tensor:
     """Videos (B, 3, T, H, W) in [-1, 1] that start from ``image`` (B, 3, H, W) in [-1, 1] (uint8 pixels p: p / 127.5
@@ -279,8 +280,9 @@ def generate_image_to_video(unet: SVDUNet, vae, image_encoder, image: torch.Tens
 
     unet: minivdm's ``SVDUNet``; vae: diffusers' ``AutoencoderKLTemporalDecoder``; image_encoder: transformers'
     ``CLIPVisionModelWithProjection``. num_frames defaults to the U-Net's (14 for SVD, 25 for SVD-XT),
-    decode_chunk_size to num_frames (all frames in one chunk); the rest are SVD's defaults. The noise comes from
-    ``generator`` in diffusers' order, so a seed gives ``StableVideoDiffusionPipeline``'s video for the same image."""
+    decode_chunk_size to num_frames (all frames in one chunk); the rest (sigma_min and sigma_max: the scheduler
+    config's) are SVD's defaults. The noise comes from ``generator`` in diffusers' order, so a seed gives
+    ``StableVideoDiffusionPipeline``'s video for the same image."""
     num_frames = unet.config.num_frames if num_frames is None else num_frames
     decode_chunk_size = num_frames if decode_chunk_size is None else decode_chunk_size
     if output not in ("video", "latents"):
@@ -306,5 +308,6 @@ def generate_image_to_video(unet: SVDUNet, vae, image_encoder, image: torch.Tens
 
     latents = sample_image_to_video_latents(unet, image_embedding, image_latent, added_time_ids, noise,
                                             num_steps=num_steps, min_guidance_scale=min_guidance_scale,
-                                            max_guidance_scale=max_guidance_scale, progress=progress)
+                                            max_guidance_scale=max_guidance_scale, sigma_min=sigma_min,
+                                            sigma_max=sigma_max, progress=progress)
     return latents if output == "latents" else decode_svd_latents(vae, latents, decode_chunk_size)
