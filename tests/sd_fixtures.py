@@ -94,6 +94,29 @@ def randomise_parameters(module: torch.nn.Module, seed: int, scale: float = 0.1)
     return module.eval()
 
 
+def perturb_parameters(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
+    """Every parameter moved by normal noise of std ``std``: no zero-initialised layer can hide a wrong branch, and
+    norm scales stay near 1, so the signal survives every level of a deep U-Net; the module in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * std)
+    return module.eval()
+
+
+def assert_same_keys_and_shapes(ours: torch.nn.Module, theirs: torch.nn.Module) -> int:
+    """Every state-dict key and shape of the reference is ours and nothing else is (meta-device models are fine);
+    returns our parameter count, checked equal to the reference's."""
+    their_shapes = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
+    our_shapes = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
+    assert sorted(set(their_shapes) - set(our_shapes)) == []  # missing from ours
+    assert sorted(set(our_shapes) - set(their_shapes)) == []  # unexpected in ours
+    assert our_shapes == their_shapes
+    count = sum(parameter.numel() for parameter in ours.parameters())
+    assert count == sum(parameter.numel() for parameter in theirs.parameters())
+    return count
+
+
 def moving_square_video(frames: int = 5, size: int = 16) -> torch.Tensor:
     """(3, frames, size, size) in [-1, 1]: a white 6 x 6 square on black moving 2 px right per frame."""
     video = -torch.ones(3, frames, size, size)

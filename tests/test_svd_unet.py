@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from minivdm.configs.svd import HF_IDS, SVD_CONFIGS, SVD_UNET, SVD_XT_UNET, svd_unet_config
 from minivdm.io.checkpoints import CheckpointMismatchError
 from minivdm.models.svd_unet import SVDUNet, SVDUNetConfig, load_svd_unet
+from sd_fixtures import assert_same_keys_and_shapes, perturb_parameters
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import UNetSpatioTemporalConditionModel  # noqa: E402
@@ -38,14 +39,10 @@ B, T, H, W = 2, 3, 16, 16
 
 
 def _saved_random(options: dict, folder, seed: int = 0) -> UNetSpatioTemporalConditionModel:
-    """diffusers' model with every parameter moved by normal noise of std 0.2 (no zero-initialised layer can hide a
-    wrong branch; norm scales stay near 1 so the signal survives every level), saved with save_pretrained."""
+    """diffusers' model with every parameter moved by normal noise (std 0.2), saved with save_pretrained."""
     torch.manual_seed(seed)
-    model = UNetSpatioTemporalConditionModel(**SHARED, **options)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.2 * torch.randn_like(parameter))
-    model.eval().save_pretrained(folder)
+    model = perturb_parameters(UNetSpatioTemporalConditionModel(**SHARED, **options), seed, std=0.2)
+    model.save_pretrained(folder)
     return model
 
 
@@ -95,14 +92,9 @@ def test_published_architecture_matches_diffusers_key_for_key(name):
     with torch.device("meta"):
         theirs = UNetSpatioTemporalConditionModel.from_config(SVD_CONFIGS[name])
         ours = SVDUNet(svd_unet_config(name))
-    their_shapes = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
-    our_shapes = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
-    assert sorted(set(their_shapes) - set(our_shapes)) == []  # missing from ours
-    assert sorted(set(our_shapes) - set(their_shapes)) == []  # unexpected in ours
-    assert our_shapes == their_shapes
-    count = sum(parameter.numel() for parameter in ours.parameters())
+    count = assert_same_keys_and_shapes(ours, theirs)
     print(f"{name}: {count:,} parameters")
-    assert count == sum(parameter.numel() for parameter in theirs.parameters()) == 1_524_623_082
+    assert count == 1_524_623_082
     assert round(count / 1e6, 2) == 1524.62
 
 
