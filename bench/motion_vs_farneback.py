@@ -39,6 +39,7 @@ from minivdm.curation.motion import (
     static_detection_figures,
 )
 from minivdm.curation.optical_flow import optical_flow, to_grey
+from minivdm.toy.rank_correlation import spearman
 from minivdm.toyworld.footage import FOOTAGE_FPS, make_footage
 
 SHIFTS = [(0.3, 0.2), (1.5, -2.0), (3.0, 1.0), (6.0, 0.0), (-4.0, 4.5)]
@@ -132,28 +133,6 @@ def scores(seeds, noise_sigma: float = 0.0) -> dict[str, list]:
             magnitude = np.mean([np.hypot(f[0], f[1]).mean() for f in flows])
             table[name].append(float(magnitude) * MOTION_SAMPLE_FPS / width)
     return table
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties sharing the mean of their ranks (as Spearman's rho needs)."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    rank = np.empty(len(values))
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        rank[order[start: end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return rank
-
-
-def spearman(a, b) -> float:
-    """Pearson correlation of the ranks."""
-    rank_a, rank_b = ranks(np.asarray(a, dtype=np.float64)), ranks(np.asarray(b, dtype=np.float64))
-    rank_a, rank_b = rank_a - rank_a.mean(), rank_b - rank_b.mean()
-    return float((rank_a * rank_b).sum() / math.sqrt((rank_a**2).sum() * (rank_b**2).sum()))
 
 
 def tuned_threshold(tuning: dict, tuning_noisy: dict, method: str) -> float:

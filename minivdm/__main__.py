@@ -9,6 +9,7 @@
     train-toy-tune-a-video  tune the toy text-to-image model on one held-out clip (Tune-A-Video, chapter 8)
     train-toy-temporal-layers  train Make-A-Video's or Video LDM's temporal layers on unlabeled toy clips (chapter 9)
     train-toy-frame-interpolation  train Make-A-Video's masked frame interpolation on toy clips (4 key frames -> 16)
+    train-toy-image-to-video  train the toy image-to-video model (chapter 12: first frame + speed, SVD's conditioning)
     train-toy-gen1   train the toy Gen-1 (structure = depth, content = toy CLIP image embedding) and its prior
     train-toy-dit    train the toy text-to-video DiT (chapter 11) on clips of 8 and 16 frames at 32x32 and 32x48
     curate           SVD-style data curation of a folder of videos into a JSON-lines file (resumable)
@@ -183,6 +184,18 @@ def main(argv: list[str] | None = None) -> int:
                                help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
     interpolation.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
+    i2v = commands.add_parser("train-toy-image-to-video",
+                              help="widen the toy Video LDM model for a first frame and a speed (SVD's conditioning) "
+                                   "and train it on toy clips")
+    i2v.add_argument("--out", required=True, type=folder_to_write, help="folder to write (image_to_video.safetensors)")
+    i2v.add_argument("--temporal-layers", default="data/toy_video_ldm",
+                     help="toy Video LDM folder to start from (train-toy-temporal-layers --design video-ldm)")
+    i2v.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    i2v.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
+    i2v.add_argument("--max-minutes", type=float, default=None,
+                     help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
+    i2v.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
     gen1 = commands.add_parser("train-toy-gen1",
                                help="train the toy Gen-1 (structure = depth, content = toy CLIP image embedding) and "
                                     "its text -> image embedding prior")
@@ -234,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate", help="full scale: run a published checkpoint you have locally")
     generate.add_argument("--config", required=True,
                           help="sd15, sd14, sd2-depth (images), modelscope-t2v, animatediff, cogvideox-2b or "
-                               "cogvideox-5b (video), svd or svd-xt (image-to-video, from --image)")
+                               "cogvideox-5b (video), svd or svd-xt (image-to-video, from --image), i2vgen-xl "
+                               "(image-to-video, from --image and --prompt)")
     generate.add_argument("--prompt", default=None,
                           help="the text to generate from (every method but gen1, whose content is --content-image, "
                                "and svd, which starts from --image)")
@@ -306,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
                                "(default 0: the exact depth; higher leaves the content freer)")
     generate.add_argument("--image", default=None,
                           help="svd: the image (PNG, JPEG) the video starts from, its size a multiple of 64 (SVD was "
-                               "trained at 1024x576)")
+                               "trained at 1024x576); i2vgen-xl: any size, scaled and cropped to --width x --height "
+                               "(default 1280x704)")
     generate.add_argument("--fps", type=positive_int, default=None,
-                          help="svd: frames per second of the file, and SVD's conditioning on it (default 7)")
+                          help="svd, i2vgen-xl: frames per second of the file, and the model's conditioning on it "
+                               "(default 7; i2vgen-xl: 16)")
     generate.add_argument("--motion-bucket", type=int, default=None,
                           help="svd: motion_bucket_id, 0 (still) to 255 (most motion), default 127")
     generate.add_argument("--noise-aug", type=float, default=None,
@@ -317,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--min-guidance", type=float, default=None,
                           help="svd: the first frame's guidance scale, rising to --guidance on the last (default 1)")
     generate.add_argument("--decode-chunk-size", type=positive_int, default=None,
-                          help="svd: frames the VAE decodes at once (default all; lower saves GPU memory)")
+                          help="svd, i2vgen-xl: frames the VAE decodes at once (default all; i2vgen-xl: 1; lower "
+                               "saves GPU memory)")
+    generate.add_argument("--negative-prompt", default=None,
+                          help="i2vgen-xl: what the video should not show, the unguided branch's text (default empty)")
 
     tune = commands.add_parser("tune-a-video", help="full scale: tune an image checkpoint on one video, then edit it by "
                                                     "prompt (Tune-A-Video; local weights only)")
@@ -502,6 +521,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                                             checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
                                             command=command_line(argv), device=args.device))
         return 0
+    if args.command == "train-toy-image-to-video":
+        import dataclasses
+
+        from minivdm.toy.image_to_video import I2V_TRAIN, train_toy_image_to_video
+
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            parser.error(f"train-toy-image-to-video: --max-minutes must be > 0, got {args.max_minutes}")
+        config = I2V_TRAIN if args.steps is None else dataclasses.replace(I2V_TRAIN, steps=args.steps)
+        print(train_toy_image_to_video(args.out, temporal_layers=args.temporal_layers, config=config,
+                                       checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
+                                       command=command_line(argv), device=args.device))
+        return 0
     if args.command == "train-toy-tune-a-video":
         from minivdm.toy.tune_a_video import train_toy_tune_a_video
 
@@ -552,9 +583,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
     if args.command == "generate":
         from minivdm.configs.dit import DIT_CONFIGS
         from minivdm.configs.svd import SVD_CONFIGS
+        from minivdm.configs.i2vgen_xl import I2VGEN_XL
         from minivdm.full_scale import VIDEO_CONFIGS, generate_image, generate_video
         from minivdm.full_scale_dit import DEFAULT_FRAMES, generate_dit_video
-
         if args.config in DIT_CONFIGS:
             if args.method is not None or args.motion_adapter is not None:
                 given = "--method" if args.method is not None else "--motion-adapter"
@@ -564,6 +595,17 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         svd_options = {"--image": args.image, "--fps": args.fps, "--motion-bucket": args.motion_bucket,
                        "--noise-aug": args.noise_aug, "--min-guidance": args.min_guidance,
                        "--decode-chunk-size": args.decode_chunk_size}
+        if args.config == I2VGEN_XL.name:
+            given = [name for name, value in (("--method", args.method), ("--motion-adapter", args.motion_adapter),
+                                              ("--motion-bucket", args.motion_bucket), ("--noise-aug", args.noise_aug),
+                                              ("--min-guidance", args.min_guidance)) if value is not None]
+            if given:
+                parser.error(f"generate: --config {args.config} takes no {', '.join(given)} (those are svd's)")
+            if args.image is None or args.prompt is None:
+                parser.error(f"generate: --config {args.config} needs --image and --prompt (the image the video starts "
+                             f"from, and what happens in it)")
+        elif args.negative_prompt is not None:
+            parser.error(f"generate: --negative-prompt: only for --config {I2VGEN_XL.name}, not {args.config}")
         if args.config in SVD_CONFIGS:
             given = [name for name, value in (("--prompt", args.prompt), ("--method", args.method),
                                               ("--motion-adapter", args.motion_adapter), ("--height", args.height),
@@ -573,9 +615,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                              f"video starts from --image, at the image's size)")
             if args.image is None:
                 parser.error(f"generate: --config {args.config} needs --image (the image the video starts from)")
-        elif any(value is not None for value in svd_options.values()):
+        elif args.config != I2VGEN_XL.name and any(value is not None for value in svd_options.values()):
             given = [name for name, value in svd_options.items() if value is not None]
-            parser.error(f"generate: {', '.join(given)}: only for --config svd and svd-xt, not {args.config}")
+            takers = ("svd, svd-xt and i2vgen-xl" if set(given) <= {"--image", "--fps", "--decode-chunk-size"}
+                      else "svd and svd-xt")
+            parser.error(f"generate: {', '.join(given)}: only for --config {takers}, not {args.config}")
         if args.steps is None:
             args.steps = 25 if args.config in SVD_CONFIGS else 50
         options = dict(weights=args.weights, steps=args.steps, seed=args.seed, device=args.device,  # noqa: C408
@@ -616,6 +660,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
                                      noise_aug_strength=0.02 if args.noise_aug is None else args.noise_aug,
                                      decode_chunk_size=args.decode_chunk_size, seed=args.seed, device=args.device,
                                      dtype=args.dtype, check_config=not args.no_config_check))
+            return 0
+        if args.config == I2VGEN_XL.name:
+            from minivdm.full_scale_i2vgen_xl import generate_i2vgen_xl_video
+
+            print(generate_i2vgen_xl_video(args.weights, args.image, args.prompt, args.out,
+                                           negative_prompt=args.negative_prompt or "", frames=args.frames,
+                                           steps=args.steps, guidance=9.0 if args.guidance is None else args.guidance,
+                                           fps=args.fps or 16, decode_chunk_size=args.decode_chunk_size or 1,
+                                           height=args.height, width=args.width, seed=args.seed, device=args.device,
+                                           dtype=args.dtype, check_config=not args.no_config_check))
             return 0
         if args.method == "gen1":
             from minivdm.full_scale_gen1 import generate_gen1_video

@@ -44,10 +44,10 @@ SCHEDULER_IRRELEVANT = {"num_train_timesteps", "beta_start", "beta_end", "beta_s
                         "_class_name", "_diffusers_version"}
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, layout: str = f"an SVD pipeline folder ({SVD_LAYOUT})") -> dict:
+    """A pipeline folder's component/file.json; a missing one refused, naming the ``layout`` the folder should have."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path.parent.parent} is not an SVD pipeline folder ({SVD_LAYOUT}): "
-                                f"it has no {path.parent.name}/{path.name}")
+        raise FileNotFoundError(f"{path.parent.parent} is not {layout}: it has no {path.parent.name}/{path.name}")
     return json.loads(path.read_text())
 
 
@@ -107,8 +107,8 @@ def check_folder(folder: Path, config_name: str, *, check_config: bool) -> tuple
     return multiple, sigmas
 
 
-def read_image(path: str | Path, multiple: int) -> torch.Tensor:
-    """The image file as (1, 3, H, W) in [-1, 1] (RGB); H and W must be multiples of ``multiple``."""
+def read_rgb_pixels(path: str | Path) -> torch.Tensor:
+    """The image file's pixels (H, W, 3), uint8 RGB; a missing or unreadable file refused by name."""
     import PIL.Image
 
     path = Path(path)
@@ -116,9 +116,14 @@ def read_image(path: str | Path, multiple: int) -> torch.Tensor:
         raise FileNotFoundError(f"--image {path}: no file there; give an image (PNG, JPEG)")
     try:
         with PIL.Image.open(path) as opened:
-            pixels = torch.from_numpy(np.array(opened.convert("RGB")))
+            return torch.from_numpy(np.array(opened.convert("RGB")))
     except (OSError, ValueError) as error:
         raise ValueError(f"--image {path} is not an image minivdm can read ({error})") from None
+
+
+def read_image(path: str | Path, multiple: int) -> torch.Tensor:
+    """The image file as (1, 3, H, W) in [-1, 1] (RGB); H and W must be multiples of ``multiple``."""
+    pixels = read_rgb_pixels(path)
     height, width = pixels.shape[:2]
     if height % multiple or width % multiple:
         raise ValueError(f"--image {path} is {width}x{height}; its width and height must be multiples of {multiple} "

@@ -8,6 +8,8 @@ einsum.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 VIDEO_LAYOUT = "(B, C, T, H, W)"
@@ -61,6 +63,15 @@ def check_in_range(value: float, name: str, low: float, high: float) -> float:
         raise TypeError(f"{name} must be a number in [{low}, {high}], got {type(value).__name__}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def check_number(value, name: str) -> float:
+    """A finite real number (an int or a float, not a bool); returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
 
 

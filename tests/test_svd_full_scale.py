@@ -45,20 +45,38 @@ def command(folder, image, out, *extra: str, config: str = "svd") -> list[str]:
             "--frames", "3", "--steps", "2", "--seed", "5", "--device", "cpu", "--no-config-check", *extra]
 
 
-@pytest.fixture
-def recorded(monkeypatch):
-    """Every call of generate_image_to_video through the command, with its arguments and video."""
-    import minivdm.methods.image_to_video as module
-
-    calls, real = [], module.generate_image_to_video
+def record_calls(monkeypatch, module, name: str) -> list[dict]:
+    """Every call of ``module.name`` from now on, with its arguments and result ("video")."""
+    calls, real = [], getattr(module, name)
 
     def recording(*args, **kwargs):
         video = real(*args, **kwargs)
         calls.append({"args": args, "kwargs": kwargs, "video": video})
         return video
 
-    monkeypatch.setattr(module, "generate_image_to_video", recording)
+    monkeypatch.setattr(module, name, recording)
     return calls
+
+
+def refused_line(argv: list[str], capsys) -> str:
+    """The error line of a `minivdm generate` that must be refused with exit code 2, in one line, no traceback."""
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's errors (parser.error) exit; the command's own return 2
+        code = exit.code
+    assert code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # argparse prints its usage first
+    # the subcommand's argparse and runtime errors, or the top parser's parser.error
+    assert last_line.startswith(("minivdm generate: error: ", "minivdm: error: generate: "))
+    return last_line
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every call of generate_image_to_video through the command, with its arguments and video."""
+    import minivdm.methods.image_to_video as module
+
+    return record_calls(monkeypatch, module, "generate_image_to_video")
 
 
 def test_generate_writes_the_video_our_pipeline_makes(tiny, svd_folder, tmp_path, recorded, capsys):  # noqa: F811
@@ -119,9 +137,9 @@ REFUSALS = {
     "no image": (dict(no_image=True), "--config svd needs --image"),
     "png out": (dict(out="x.png"), "svd writes a video: --out must end in .mp4 or .gif"),
     "image with cogvideox": (dict(config="cogvideox-2b", extra=("--prompt", "x")),
-                             "--image: only for --config svd and svd-xt, not cogvideox-2b"),
+                             "--image: only for --config svd, svd-xt and i2vgen-xl, not cogvideox-2b"),
     "fps with sd15": (dict(config="sd15", no_image=True, extra=("--prompt", "x", "--fps", "8")),
-                      "--fps: only for --config svd and svd-xt, not sd15"),
+                      "--fps: only for --config svd, svd-xt and i2vgen-xl, not sd15"),
     "architecture": (dict(config_check=True), "the weights do not have the svd architecture: they differ in"),
     "missing image file": (dict(image="missing"), "missing.png: no file there; give an image (PNG, JPEG)"),
     "scheduler not Euler": (dict(folder=(SCHEDULER, {"_class_name": "DDIMScheduler"})),
@@ -167,12 +185,4 @@ def test_generate_refuses_bad_input_by_name_before_loading(svd_folder, tmp_path,
         del argv[argv.index("--image"):argv.index("--image") + 2]
     if change.get("config_check"):
         argv.remove("--no-config-check")
-    try:
-        code = main(argv)
-    except SystemExit as exit:  # argparse's errors (parser.error) exit; the command's own return 2
-        code = exit.code
-    assert code == 2
-    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # argparse prints its usage first
-    # one line of error, no traceback: the subcommand's argparse and runtime errors, or the top parser's parser.error
-    assert last_line.startswith(("minivdm generate: error: ", "minivdm: error: generate: "))
-    assert message in last_line
+    assert message in refused_line(argv, capsys)

@@ -99,6 +99,22 @@ def as_ours(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels.permute(0, 3, 1, 2).float() / 255.0) * 2.0 - 1.0
 
 
+def assert_close_to_diffusers(case: str, our_latents, their_latents, our_video, their_video,
+                              tolerance: float = TOLERANCE) -> None:
+    """Latents (B, C, T, h, w) and frames (B, 3, T, H, W) in [-1, 1] within ``tolerance`` of diffusers' (the largest
+    differences printed), whose output must carry a signal for the tolerance to mean something: latents of order 1,
+    frames that vary and are not clipped."""
+    latent_difference = (our_latents - their_latents).abs().max().item()
+    video_difference = (our_video - their_video).abs().max().item()
+    print(f"{case}: max |ours - diffusers| latents {latent_difference:.2e} (mean |z| {their_latents.abs().mean():.3f}),"
+          f" frames {video_difference:.2e} (std {their_video.std():.3f}, "
+          f"{(their_video.abs() < 0.99).float().mean():.0%} unclipped)")
+    assert their_latents.abs().mean() > 0.3 and their_video.std() > 0.05
+    assert (their_video.abs() < 0.99).float().mean() > 0.5
+    assert latent_difference <= tolerance
+    assert video_difference <= tolerance
+
+
 # name -> (batch, our call's options); diffusers gets the same numbers (num_steps as num_inference_steps)
 CASES = {
     "guided 1..3, chunks of 2 over 2 clips of 3 frames": (2, dict(  # noqa: C408
@@ -135,16 +151,7 @@ def test_our_pipeline_reproduces_diffusers_stable_video_diffusion_pipeline(tiny,
     num_frames = options["num_frames"]
     assert our_latents.shape == their_latents.shape == (batch, 4, num_frames, 8, 8)
     assert our_video.shape == their_video.shape == (batch, 3, num_frames, 32, 32)
-    latent_difference = (our_latents - their_latents).abs().max().item()
-    video_difference = (our_video - their_video).abs().max().item()
-    print(f"{case}: max |ours - diffusers| latents {latent_difference:.2e} (mean |z| {their_latents.abs().mean():.3f}),"
-          f" frames {video_difference:.2e} (std {their_video.std():.3f}, "
-          f"{(their_video.abs() < 0.99).float().mean():.0%} unclipped)")
-    # a signal for the tolerance to mean something: latents of order 1, frames that vary and are not clipped
-    assert their_latents.abs().mean() > 0.3 and their_video.std() > 0.05
-    assert (their_video.abs() < 0.99).float().mean() > 0.5
-    assert latent_difference <= TOLERANCE
-    assert video_difference <= TOLERANCE
+    assert_close_to_diffusers(case, our_latents, their_latents, our_video, their_video)
 
 
 @pytest.mark.parametrize("size, shape", [((224, 224), (2, 3, 600, 900)), ((224, 224), (1, 3, 32, 48)),

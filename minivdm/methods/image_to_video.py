@@ -41,7 +41,6 @@ of a float16 VAE.
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
 import torch
@@ -51,7 +50,7 @@ from einops import rearrange, repeat
 from minivdm.diffusion.edm import SVD_NUM_STEPS, SVD_SIGMA_MAX, SVD_SIGMA_MIN, sample_euler_edm
 from minivdm.methods.text_to_video_dit import draw_noise
 from minivdm.models.svd_unet import SVDUNet
-from minivdm.validation import check_image, check_positive_int, check_tensor, check_video
+from minivdm.validation import check_image, check_number, check_positive_int, check_tensor, check_video
 
 CLIP_IMAGE_SIZE = 224  # SVD's pipeline resizes every image to 224 x 224 for CLIP, whatever the encoder's config
 # OpenAI CLIP's per-channel statistics, which SVD's feature_extractor (a CLIPImageProcessor) normalizes with
@@ -100,19 +99,25 @@ def resize_with_antialiasing(image: torch.Tensor, size: tuple[int, int]) -> torc
 
 
 @torch.no_grad()
-def encode_clip_image(image_encoder, image: torch.Tensor, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+def embed_clip_pixels(image_encoder, pixels: torch.Tensor, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     """c_clip (B, 1, D): the projected CLIP embedding (``image_embeds`` of transformers'
-    ``CLIPVisionModelWithProjection``) of images (B, 3, H, W) in [-1, 1], resized to 224 x 224 with antialiasing,
-    mapped to [0, 1] and normalized with CLIP's ``mean`` and ``std``."""
-    check_image(image, "image")
-    pixels = resize_with_antialiasing(image, (CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE))
-    pixels = (pixels + 1.0) / 2.0
+    ``CLIPVisionModelWithProjection``) of pixels (B, 3, S, S) in [0, 1] at the encoder's input size, normalized with
+    CLIP's ``mean`` and ``std``."""
+    check_image(pixels, "pixels")
     mean = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
     std = torch.tensor(std, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
     pixels = (pixels - mean) / std
     parameter = next(image_encoder.parameters())
     embedding = image_encoder(pixels.to(device=parameter.device, dtype=parameter.dtype)).image_embeds
     return rearrange(embedding, "b d -> b 1 d")
+
+
+def encode_clip_image(image_encoder, image: torch.Tensor, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """c_clip (B, 1, D) of images (B, 3, H, W) in [-1, 1], resized to 224 x 224 with antialiasing (SVD's way),
+    mapped to [0, 1] and embedded by ``embed_clip_pixels``."""
+    check_image(image, "image")
+    pixels = resize_with_antialiasing(image, (CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE))
+    return embed_clip_pixels(image_encoder, (pixels + 1.0) / 2.0, mean, std)
 
 
 @torch.no_grad()
@@ -207,14 +212,6 @@ def decode_svd_latents(vae, latents: torch.Tensor, decode_chunk_size: int) -> to
 # The whole pipeline
 
 
-def _check_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
-
-
 def _check_motion_bucket_id(motion_bucket_id) -> int:
     why = (f"it names one of SVD's {MOTION_BUCKETS} motion buckets, 0 (still) to {MOTION_BUCKETS - 1} "
            f"(most motion), 127 by default")
@@ -227,12 +224,9 @@ def _check_motion_bucket_id(motion_bucket_id) -> int:
     return int(motion_bucket_id)
 
 
-def check_image_to_video_inputs(unet: SVDUNet, vae, image: torch.Tensor, *, num_frames: int, num_steps: int,
-                                min_guidance_scale: float, max_guidance_scale: float, fps: float,
-                                motion_bucket_id: int, noise_aug_strength: float, decode_chunk_size: int) -> None:
-    """Every argument of ``generate_image_to_video``, refused by name before any model runs."""
-    if not isinstance(unet, SVDUNet):
-        raise TypeError(f"unet must be minivdm's SVDUNet (load one with load_svd_unet), got {type(unet).__name__}")
+def check_start_image(image: torch.Tensor, unet, vae) -> None:
+    """The image a video starts from: (B, 3, H, W) in [-1, 1], H and W multiples of what the VAE and then the U-Net
+    (either with ``config.block_out_channels``) downsample by."""
     check_image(image, "image")
     if image.shape[1] != 3:
         raise ValueError(f"image must be (B, 3, H, W), RGB with channels first, got {tuple(image.shape)} (a "
@@ -248,21 +242,30 @@ def check_image_to_video_inputs(unet: SVDUNet, vae, image: torch.Tensor, *, num_
     if height % multiple or width % multiple:
         raise ValueError(f"H and W of image (B, 3, H, W) must be multiples of {multiple} (the VAE downsamples "
                          f"{vae_factor}x, then the U-Net {unet_factor}x), got {height}x{width}")
+
+
+def check_image_to_video_inputs(unet: SVDUNet, vae, image: torch.Tensor, *, num_frames: int, num_steps: int,
+                                min_guidance_scale: float, max_guidance_scale: float, fps: float,
+                                motion_bucket_id: int, noise_aug_strength: float, decode_chunk_size: int) -> None:
+    """Every argument of ``generate_image_to_video``, refused by name before any model runs."""
+    if not isinstance(unet, SVDUNet):
+        raise TypeError(f"unet must be minivdm's SVDUNet (load one with load_svd_unet), got {type(unet).__name__}")
+    check_start_image(image, unet, vae)
     if unet.config.in_channels != 2 * vae.config.latent_channels:
         raise ValueError(f"the U-Net takes {unet.config.in_channels} channels; SVD feeds it the noisy latent and the "
                          f"image's latent, 2 x {vae.config.latent_channels} = {2 * vae.config.latent_channels}")
     check_positive_int(num_frames, "num_frames")
     check_positive_int(num_steps, "num_steps")
     check_positive_int(decode_chunk_size, "decode_chunk_size")
-    min_guidance_scale = _check_number(min_guidance_scale, "min_guidance_scale")
-    max_guidance_scale = _check_number(max_guidance_scale, "max_guidance_scale")
+    min_guidance_scale = check_number(min_guidance_scale, "min_guidance_scale")
+    max_guidance_scale = check_number(max_guidance_scale, "max_guidance_scale")
     if min_guidance_scale > max_guidance_scale:
         raise ValueError(f"min_guidance_scale (the first frame's guidance) must be <= max_guidance_scale (the last "
                          f"frame's), got {min_guidance_scale} > {max_guidance_scale}")
-    if _check_number(fps, "fps") <= 0:
+    if check_number(fps, "fps") <= 0:
         raise ValueError(f"fps must be > 0 (frames per second; SVD is conditioned on fps - 1), got {fps}")
     _check_motion_bucket_id(motion_bucket_id)
-    if _check_number(noise_aug_strength, "noise_aug_strength") < 0:
+    if check_number(noise_aug_strength, "noise_aug_strength") < 0:
         raise ValueError(f"noise_aug_strength must be >= 0 (the std of the noise added to the image), "
                          f"got {noise_aug_strength}")
 

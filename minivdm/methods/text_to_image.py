@@ -49,15 +49,23 @@ class SamplerSettings:
         return self.times_and_step_ends(num_steps)[0]
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    """(B, L, D) hidden states of the text encoder's last layer: what the U-Net cross-attends to."""
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, clip_skip: int = 0) -> torch.Tensor:
+    """(B, L, D) hidden states of the text encoder's last layer: what the U-Net cross-attends to. With
+    ``clip_skip`` = k > 0 (diffusers' name), those of the layer k before the last, through the final layer norm."""
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be a list of str, got {prompts!r}")
+    if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or clip_skip < 0:
+        raise ValueError(f"clip_skip must be an int >= 0 (text encoder layers skipped at the end), got {clip_skip!r}")
     tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")
     device = next(text_encoder.parameters()).device
     with torch.no_grad():
-        return text_encoder(tokens.input_ids.to(device))[0]
+        if clip_skip == 0:
+            return text_encoder(tokens.input_ids.to(device))[0]
+        # hidden_states[-1] is the last layer's output before the final layer norm
+        hidden = text_encoder(tokens.input_ids.to(device), output_hidden_states=True).hidden_states[-(clip_skip + 1)]
+        # transformers 4 keeps CLIP's layers under text_model; transformers 5 on the model itself
+        return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
 
 
 @torch.no_grad()

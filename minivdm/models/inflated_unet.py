@@ -74,7 +74,9 @@ class InflatedVideoUNet(UNet2DConditionModel):
         return model.train(unet.training)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
-                encoder_hidden_states: torch.Tensor, **unsupported) -> torch.Tensor:
+                encoder_hidden_states: torch.Tensor, added_embedding: torch.Tensor | None = None,
+                **unsupported) -> torch.Tensor:
+        """``added_embedding`` (B, 4 * C0): one vector per clip added to the time embedding of its every frame."""
         if unsupported:
             raise TypeError(f"{type(self).__name__} takes (sample, timestep, encoder_hidden_states), got also "
                             f"{sorted(unsupported)}")
@@ -91,6 +93,13 @@ class InflatedVideoUNet(UNet2DConditionModel):
         timesteps = check_timesteps(timestep, batch, sample.device)
         frames = rearrange(sample, "b c t h w -> (b t) c h w")
         text = repeat(encoder_hidden_states, "b l d -> (b t) l d", t=num_frames)  # each frame reads its clip's caption
+        if added_embedding is not None:
+            check_tensor(added_embedding, "added_embedding", ndim=2, layout="(B, 4 * C0)", floating=True)
+            if added_embedding.shape[0] != batch:
+                raise ValueError(f"added_embedding must hold one vector per clip, (B, D) with B = {batch}, "
+                                 f"got {tuple(added_embedding.shape)}")
+            added_embedding = repeat(added_embedding, "b d -> (b t) d", t=num_frames)
         with clip_length(self, num_frames):
-            out = super().forward(frames, repeat(timesteps, "b -> (b t)", t=num_frames), text)
+            out = super().forward(frames, repeat(timesteps, "b -> (b t)", t=num_frames), text,
+                                  added_embedding=added_embedding)
         return rearrange(out, "(b t) c h w -> b c t h w", t=num_frames)

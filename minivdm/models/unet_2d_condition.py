@@ -216,9 +216,12 @@ class UNet2DConditionModel(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
                 encoder_hidden_states: torch.Tensor, down_block_additional_residuals: list[torch.Tensor] | None = None,
-                mid_block_additional_residual: torch.Tensor | None = None) -> torch.Tensor:
+                mid_block_additional_residual: torch.Tensor | None = None,
+                added_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """The additional residuals (a ControlNet's, ``minivdm.models.controlnet``) are added to the skip
-        activations, one per skip in order, and to the middle block's output."""
+        activations, one per skip in order, and to the middle block's output. ``added_embedding`` (B, 4 * C0), when
+        given, is added to the time embedding: how SVD's micro-conditions (fps, motion bucket) reach every ResNet
+        block (the toy image-to-video model, ``minivdm.toy.image_to_video``)."""
         check_image(sample, "sample")
         check_tensor(encoder_hidden_states, "encoder_hidden_states", ndim=3, layout="(B, L, cross_attention_dim)", floating=True)
         if sample.shape[1] != self.config.in_channels:
@@ -236,6 +239,11 @@ class UNet2DConditionModel(nn.Module):
         features = timestep_embedding(timesteps, self.config.block_out_channels[0], flip_sin_to_cos=self.config.flip_sin_to_cos,
                                       downscale_freq_shift=self.config.freq_shift)
         temb = self.time_embedding(features.to(sample.dtype))
+        if added_embedding is not None:
+            if tuple(added_embedding.shape) != tuple(temb.shape):
+                raise ValueError(f"added_embedding must be (B, {temb.shape[1]}), one vector per sample, got "
+                                 f"{tuple(added_embedding.shape)}")
+            temb = temb + added_embedding
         h = self.conv_in(sample)
         skips = [h]
         for block in self.down_blocks:
