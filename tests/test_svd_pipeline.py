@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from minivdm.methods.image_to_video import (
+    decode_svd_latents,
     frame_guidance_scales,
     generate_image_to_video,
     resize_with_antialiasing,
@@ -117,8 +118,8 @@ def assert_close_to_diffusers(case: str, our_latents, their_latents, our_video, 
 
 # name -> (batch, our call's options); diffusers gets the same numbers (num_steps as num_inference_steps)
 CASES = {
-    "guided 1..3, chunks of 2 over 2 clips of 3 frames": (2, dict(  # noqa: C408
-        num_frames=3, num_steps=4, min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7, motion_bucket_id=127,
+    "guided 1..3, chunks of 2 over 2 clips of 4 frames": (2, dict(  # noqa: C408
+        num_frames=4, num_steps=4, min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7, motion_bucket_id=127,
         noise_aug_strength=0.1, decode_chunk_size=2)),
     "unguided, 4 frames in chunks of 3, other micro-conditioning": (1, dict(  # noqa: C408
         num_frames=4, num_steps=3, min_guidance_scale=0.5, max_guidance_scale=1.0, fps=12, motion_bucket_id=30,
@@ -166,6 +167,21 @@ def test_resize_before_clip_is_diffusers_antialiased_resize(size, shape):
     if shape[-1] > size[1]:  # shrinking blurs first: less aliasing than a plain bicubic resize of the noise
         plain = torch.nn.functional.interpolate(image, size=size, mode="bicubic", align_corners=True)
         assert ours.std() < 0.8 * plain.std()
+
+
+def test_a_clip_decodes_the_same_alone_or_in_a_batch_unlike_diffusers_chunks(tiny):
+    """Chunks of 2 frames over 2 clips of 3: ours cut each clip into its own chunks; diffusers' chunks run over
+    (b t), so its second chunk is clip 0's last frame with clip 1's first, decoded together as one clip."""
+    latents = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        both = decode_svd_latents(tiny["vae"], latents, 2)
+        for index in range(2):
+            alone = decode_svd_latents(tiny["vae"], latents[index:index + 1], 2)
+            assert (both[index:index + 1] - alone).abs().max() < 1e-5
+        theirs = tiny["pipe"].decode_latents(latents.permute(0, 2, 1, 3, 4), num_frames=3, decode_chunk_size=2)
+    theirs = theirs.float().clamp(-1, 1)  # (B, 3, T, H, W), as ours
+    assert (both[0, :, :2] - theirs[0, :, :2]).abs().max() < 1e-4  # a chunk of one clip: the same
+    assert (both[1] - theirs[1]).abs().max() > 1e-3  # a chunk that spans the two clips: diffusers mixes them
 
 
 def test_guidance_scale_ramps_over_frames(tiny):

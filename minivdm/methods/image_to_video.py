@@ -29,10 +29,13 @@ default); guidance runs only when w_max > 1. The video is the temporal decoder's
 With the same components and generator this reproduces diffusers' ``StableVideoDiffusionPipeline`` given the image
 as a PIL image (tested on tiny random components). Where diffusers does something surprising, we do the same:
 
-* the random draws come in diffusers' order and layout: n_aug (B, 3, H, W) first, then n in (B, T, C, h, w);
-* the chunks of the decoder run over the clips' frames laid end to end, (b t): when B > 1 and ``decode_chunk_size``
-  does not divide T, one chunk holds the end of one clip and the start of the next, and the temporal decoder's
-  layers mix them (with B = 1, or chunks that divide T, each chunk is a stretch of one clip).
+* the random draws come in diffusers' order and layout: n_aug (B, 3, H, W) first, then n in (B, T, C, h, w).
+
+One place where we do NOT follow diffusers: its decoder chunks run over all clips' frames laid end to end, (b t), so
+with B > 1 and a ``decode_chunk_size`` that does not divide T one chunk holds the end of one clip and the start of
+the next, and the temporal decoder's layers mix the two clips. We cut each clip into its own chunks: a clip decodes
+the same alone or in a batch. Where diffusers' chunks are stretches of one clip (B = 1, or chunks that divide T)
+the two agree (tested).
 
 (diffusers given a *tensor* image skips the 224 resize before CLIP; we always resize, as it does for PIL images and
 as Stability's code does.) One video per image; all of it runs in float32 or the models' dtypes, with no upcasting
@@ -194,18 +197,19 @@ def sample_image_to_video_latents(unet: SVDUNet, image_embedding: torch.Tensor, 
 
 @torch.no_grad()
 def decode_svd_latents(vae, latents: torch.Tensor, decode_chunk_size: int) -> torch.Tensor:
-    """(B, C, T, h, w) latents -> (B, 3, T, H, W) video in [-1, 1] with SVD's temporal decoder, ``decode_chunk_size``
-    frames at a time, each chunk decoded as a clip of its own length (``num_frames``), over the frames of all clips
-    laid end to end as diffusers does (see the module docstring)."""
+    """(B, C, T, h, w) latents -> (B, 3, T, H, W) video in [-1, 1] with SVD's temporal decoder, each clip
+    ``decode_chunk_size`` frames at a time, each chunk decoded as a clip of its own length (``num_frames``); a chunk
+    never spans two clips (see the module docstring)."""
     check_video(latents, "latents")
     check_positive_int(decode_chunk_size, "decode_chunk_size")
     parameter = next(vae.parameters())
-    batch = latents.shape[0]
-    frames = rearrange(latents, "b c t h w -> (b t) c h w")
-    frames = (1 / vae.config.scaling_factor * frames).to(device=parameter.device, dtype=parameter.dtype)
-    decoded = [vae.decode(chunk, num_frames=chunk.shape[0]).sample for chunk in frames.split(decode_chunk_size)]
-    video = rearrange(torch.cat(decoded), "(b t) c h w -> b c t h w", b=batch)
-    return video.float().clamp(-1, 1)
+    clips = []
+    for clip in latents:
+        frames = rearrange(clip, "c t h w -> t c h w")
+        frames = (1 / vae.config.scaling_factor * frames).to(device=parameter.device, dtype=parameter.dtype)
+        decoded = [vae.decode(chunk, num_frames=chunk.shape[0]).sample for chunk in frames.split(decode_chunk_size)]
+        clips.append(rearrange(torch.cat(decoded), "t c h w -> c t h w"))
+    return torch.stack(clips).float().clamp(-1, 1)
 
 
 # ------------------------------------------------------------------------------------------------
