@@ -133,7 +133,7 @@ def _recorded_commands(folder) -> list[str]:
 
 @pytest.mark.parametrize("folder", ["chapter01_denoisers", "toy_text_to_image", "toy_vdm", "toy_clip", "toy_controlnet",
                                     "toy_tune_a_video", "toy_make_a_video", "toy_video_ldm", "toy_frame_interpolation",
-                                    "toy_gen1", "toy_dit"])
+                                    "toy_gen1", "toy_dit", "toy_image_to_video"])
 def test_every_shipped_model_has_a_card_quoting_the_commands_it_records(folder):
     from minivdm.toy import DATA_DIR
 
@@ -152,8 +152,8 @@ def test_every_data_folder_is_a_shipped_model_with_a_card():
 
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["chapter01_denoisers", "toy_clip", "toy_controlnet",
                                                           "toy_dit", "toy_frame_interpolation", "toy_gen1",
-                                                          "toy_make_a_video", "toy_text_to_image", "toy_tune_a_video",
-                                                          "toy_vdm", "toy_video_ldm"]
+                                                          "toy_image_to_video", "toy_make_a_video", "toy_text_to_image",
+                                                          "toy_tune_a_video", "toy_vdm", "toy_video_ldm"]
 
 
 def test_the_shipped_tune_a_video_example_is_tuned_from_the_shipped_image_model():
@@ -201,6 +201,24 @@ def test_the_shipped_interpolation_network_starts_from_the_shipped_make_a_video_
         model_dir("make-a-video").relative_to(TOY_INTERPOLATION_DIR.parents[1]))
     assert model.unet.conv_in.weight.shape[1] == 7  # [z_t ; x * m ; m]
     assert model.unet.conv_in.weight[:, 3:].abs().sum() > 0  # the known frames' channels were trained from zero
+
+
+def test_the_shipped_image_to_video_model_started_from_the_shipped_video_ldm_layers():
+    """Recorded: the command, the toy Video LDM folder it started from; the first frame's input channels and the
+    speed's MLP, both zero at the start, were trained; the file stays small."""
+    from minivdm.toy.image_to_video import TOY_IMAGE_TO_VIDEO_DIR, WEIGHTS_FILE, load_toy_image_to_video
+    from minivdm.toy.temporal_layers import load_toy_temporal_layers, model_dir
+
+    model, metadata = load_toy_image_to_video()
+    assert metadata["command"].startswith("python -m minivdm train-toy-image-to-video")
+    assert metadata["temporal_layers"].rstrip("/") == "data/toy_video_ldm"
+    assert model.unet.conv_in.weight.shape[1] == 6  # [z_t ; x^0]
+    assert model.unet.conv_in.weight[:, 3:].abs().sum() > 0 and model.add_embedding.linear_2.weight.abs().sum() > 0
+    start, _, _ = load_toy_temporal_layers(model_dir("video-ldm"))
+    moved = [name for name in start.unet.new_parameter_names()
+             if not torch.equal(start.unet.get_parameter(name), model.unet.get_parameter(name))]
+    assert moved, "the temporal layers were trained on from the toy Video LDM's"
+    assert (TOY_IMAGE_TO_VIDEO_DIR / WEIGHTS_FILE).stat().st_size <= 10 * 2**20
 
 
 def test_the_shipped_gen1_started_from_the_shipped_image_model_and_temporal_layers():

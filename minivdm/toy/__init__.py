@@ -6,6 +6,9 @@ sampling and oracle evaluation.
     vdm              chapters 3-4: the toy text-to-video VDM, inflated from the text-to-image model
     vdm_motion_word  chapter 3: who picks the toy VDM's motion direction, the prompt or the noise
     clip             chapter 5: the toy CLIP and its aesthetic head for data curation
+    (chapters 6-11: text2video_zero, controlnet, controlvideo, tune_a_video, temporal_layers,
+    frame_interpolation, gen1, dit)
+    image_to_video   chapter 12: SVD's conditioning at toy size (first frame + speed)
 
 Every shipped checkpoint records the exact command, the model config and the training config that
 produced it (safetensors metadata, or ``_minivdm`` in a diffusers config.json), and each
