@@ -167,3 +167,10 @@ def test_the_recipe_trains_the_new_layers_and_loads_back(tmp_path):
     assert model.add_embedding.linear_2.weight.abs().sum() > 0, "training reached the speed's MLP"
     with pytest.raises(FileNotFoundError, match="train-toy-image-to-video"):
         load_toy_image_to_video(tmp_path / "nothing")
+    from minivdm.io.checkpoints import read_safetensors, write_safetensors
+
+    state = read_safetensors(out)
+    state.pop("add_embedding.linear_2.bias")
+    write_safetensors(tmp_path / "partial" / out.name, state, metadata)
+    with pytest.raises(ValueError, match=r"does not hold exactly .* missing \['add_embedding.linear_2.bias'\]"):
+        load_toy_image_to_video(tmp_path / "partial")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minivdm.io.checkpoints import read_safetensors_metadata
+from minivdm.io.checkpoints import load_into, read_safetensors, read_safetensors_metadata
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 
@@ -27,3 +27,13 @@ DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a shipped safetensors file (the command that made it, configs, training figures)."""
     return read_safetensors_metadata(path)
+
+
+def load_trained_layers(module, path: str | Path, expected: set[str], what: str) -> None:
+    """Load the file at ``path`` into ``module`` (the rest of its weights kept) when it holds exactly the parameter
+    names ``expected``, ``what`` a shipped model trains; refuse any other file by naming what is missing or extra."""
+    state = read_safetensors(path)
+    if set(state) != set(expected):
+        raise ValueError(f"{path} does not hold exactly {what}: missing {sorted(set(expected) - set(state))[:5]}, "
+                         f"unexpected {sorted(set(state) - set(expected))[:5]}")
+    load_into(module, state, strict=False)

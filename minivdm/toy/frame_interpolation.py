@@ -18,8 +18,8 @@ import torch
 
 from minivdm.methods.frame_interpolation import (FrameInterpolator, blend_key_frames, interpolate, key_frame_mask,
                                                  spread_key_frames, widen_for_interpolation)
-from minivdm.io.checkpoints import load_into, read_safetensors, write_safetensors
-from minivdm.toy import DATA_DIR, read_metadata
+from minivdm.io.checkpoints import write_safetensors
+from minivdm.toy import DATA_DIR, load_trained_layers, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_SCHEDULE, load_text_to_image
 from minivdm.train import TrainConfig, describe, train
 
@@ -117,12 +117,8 @@ def load_toy_frame_interpolation(folder: str | Path = TOY_INTERPOLATION_DIR, dev
                                 f"`python -m minivdm train-toy-frame-interpolation --out {folder}`")
     metadata = read_metadata(path)
     model, tokenizer = build_interpolator(None)
-    state = read_safetensors(path)
     expected = {name for name, _ in model.unet.named_parameters() if _is_trained(name, model.unet)}
-    if set(state) != expected:
-        raise ValueError(f"{path} does not hold exactly the interpolation network's trained layers: missing "
-                         f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
-    load_into(model.unet, state, strict=False)
+    load_trained_layers(model.unet, path, expected, "the interpolation network's trained layers")
     return model.to(device).eval(), tokenizer, metadata
 
 

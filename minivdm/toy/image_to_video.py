@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minivdm.io.checkpoints import load_into, read_safetensors, write_safetensors
-from minivdm.toy import DATA_DIR, read_metadata
+from minivdm.io.checkpoints import write_safetensors
+from minivdm.toy import DATA_DIR, load_trained_layers, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_SCHEDULE
 from minivdm.train import TrainConfig, describe, train
 from minivdm.validation import check_video
@@ -229,12 +229,7 @@ def load_toy_image_to_video(folder: str | Path = TOY_IMAGE_TO_VIDEO_DIR, device:
                                 f"`python -m minivdm train-toy-image-to-video --out {folder}`")
     metadata = read_metadata(path)
     model = build_model(None)
-    state = read_safetensors(path)
-    expected = set(trainable_names(model))
-    if set(state) != expected:
-        raise ValueError(f"{path} does not hold exactly the toy image-to-video model's trained layers: missing "
-                         f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
-    load_into(model, state, strict=False)
+    load_trained_layers(model, path, set(trainable_names(model)), "the toy image-to-video model's trained layers")
     return model.to(device).eval(), metadata
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from minivdm.io.checkpoints import load_into, read_safetensors, write_safetensors
-from minivdm.toy import DATA_DIR, read_metadata
+from minivdm.io.checkpoints import write_safetensors
+from minivdm.toy import DATA_DIR, load_trained_layers, read_metadata
 from minivdm.toy.text_to_image import TEXT_TO_IMAGE_DIR, TEXT_TO_IMAGE_SCHEDULE, ToyTextToImage, load_text_to_image
 from minivdm.train import TrainConfig, describe, train
 
@@ -126,12 +126,7 @@ def load_toy_temporal_layers(folder: str | Path, device: str | torch.device = "c
     metadata = read_metadata(path)
     image, tokenizer = load_text_to_image()
     unet = inflate(image.unet, metadata.get("design", ""))
-    state = read_safetensors(path)
-    expected = set(unet.new_parameter_names())
-    if set(state) != expected:
-        raise ValueError(f"{path} does not hold exactly the new layers of a {metadata['design']} inflation: missing "
-                         f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
-    load_into(unet, state, strict=False)
+    load_trained_layers(unet, path, set(unet.new_parameter_names()), f"the new layers of a {metadata['design']} inflation")
     return ToyTextToImage(unet, image.text_encoder).to(device).eval(), tokenizer, metadata
 
 
