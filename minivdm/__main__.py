@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     i2v.add_argument("--temporal-layers", default="data/toy_video_ldm",
                      help="toy Video LDM folder to start from (train-toy-temporal-layers --design video-ldm)")
     i2v.add_argument("--steps", type=positive_int, default=None, help="override the recipe's step count")
+    i2v.add_argument("--svd-noise", action="store_true",
+                     help="draw the training noise as SVD does, log sigma ~ N(0.7, 1.6^2) (default: t uniform)")
+    i2v.add_argument("--conditioning-lr-factor", type=float, default=1.0,
+                     help="learning-rate factor of conv_in and the added-time-id MLP (default 1)")
     i2v.add_argument("--checkpoint-dir", default=None, type=folder_to_write, help="resumable checkpoints go here")
     i2v.add_argument("--max-minutes", type=float, default=None,
                      help="wall-clock budget of the training steps (checkpointed; the same command goes on)")
@@ -524,12 +528,19 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
     if args.command == "train-toy-image-to-video":
         import dataclasses
 
-        from minivdm.toy.image_to_video import I2V_TRAIN, train_toy_image_to_video
+        from minivdm.toy.image_to_video import (I2V_TRAIN, SVD_LOG_SIGMA, train_toy_image_to_video,
+                                                with_conditioning_lr_factor)
 
         if args.max_minutes is not None and not args.max_minutes > 0:
             parser.error(f"train-toy-image-to-video: --max-minutes must be > 0, got {args.max_minutes}")
+        if not args.conditioning_lr_factor > 0:
+            parser.error(f"train-toy-image-to-video: --conditioning-lr-factor must be > 0, "
+                         f"got {args.conditioning_lr_factor}")
         config = I2V_TRAIN if args.steps is None else dataclasses.replace(I2V_TRAIN, steps=args.steps)
+        if args.conditioning_lr_factor != 1.0:
+            config = with_conditioning_lr_factor(config, args.conditioning_lr_factor)
         print(train_toy_image_to_video(args.out, temporal_layers=args.temporal_layers, config=config,
+                                       log_sigma=SVD_LOG_SIGMA if args.svd_noise else None,
                                        checkpoint_dir=args.checkpoint_dir, max_minutes=args.max_minutes,
                                        command=command_line(argv), device=args.device))
         return 0

@@ -174,3 +174,42 @@ def test_the_recipe_trains_the_new_layers_and_loads_back(tmp_path):
     write_safetensors(tmp_path / "partial" / out.name, state, metadata)
     with pytest.raises(ValueError, match=r"does not hold exactly .* missing \['add_embedding.linear_2.bias'\]"):
         load_toy_image_to_video(tmp_path / "partial")
+
+
+def test_svd_noise_draws_log_sigma_from_its_normal_on_the_toy_schedule():
+    """t from log sigma ~ N(0.7, 1.6^2): reading sigma_t / alpha_t back off the schedule gives that normal, and the
+    draws sit at more noise than uniform t (median t 0.5, sigma 1)."""
+    from minivdm.toy.image_to_video import SVD_LOG_SIGMA, times_from_log_normal_sigma
+    from minivdm.toy.text_to_image import TEXT_TO_IMAGE_SCHEDULE
+
+    u = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    t = times_from_log_normal_sigma(u, *SVD_LOG_SIGMA)
+    assert t.min() >= 0 and t.max() <= 1
+    alpha, sigma = TEXT_TO_IMAGE_SCHEDULE.alpha_sigma(t)
+    log_sigma = (sigma / alpha).log()
+    assert abs(log_sigma.mean().item() - 0.7) < 0.02 and abs(log_sigma.std().item() - 1.6) < 0.03
+    assert 0.69 < t.median().item() < 0.72, "median sigma e^0.7 = 2.01 sits at t = 2/pi arctan(2.01) ~ 0.71"
+    assert torch.equal(times_from_log_normal_sigma(torch.tensor([0.0]), 0.0, 1.0), torch.tensor([0.5])), \
+        "sigma = 1 is half way along the cosine schedule"
+
+
+def test_the_conditioning_layers_learn_faster_and_the_temporal_layers_do_not(model):
+    from minivdm.toy.image_to_video import I2V_TRAIN, with_conditioning_lr_factor
+
+    config = with_conditioning_lr_factor(I2V_TRAIN, 5.0)
+    trained = dict(model.named_parameters())
+    names = set(trainable_names(model))
+    groups = config.parameter_groups(model)
+    rate_of = {id(p): group["lr"] for group in groups for p in group["params"]}
+    rates = {name: rate_of[id(trained[name])] for name in names}
+    fast = {name for name, rate in rates.items() if rate == 5.0 * I2V_TRAIN.learning_rate}
+    assert fast == {name for name in names if name.startswith(("unet.conv_in.", "add_embedding."))} and len(fast) == 6
+    assert all(rate == I2V_TRAIN.learning_rate for name, rate in rates.items() if name not in fast)
+
+
+def test_the_training_command_refuses_a_learning_rate_factor_that_is_not_positive(tmp_path, capsys):
+    from minivdm.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-toy-image-to-video", "--out", str(tmp_path / "o"), "--conditioning-lr-factor", "0"])
+    assert exit_info.value.code == 2 and "--conditioning-lr-factor must be > 0, got 0.0" in capsys.readouterr().err

@@ -57,6 +57,8 @@ I2V_DATASET_SIZE = 6300  # 700 clips at each speed level
 I2V_BATCH_SIZE = 8
 HELD_OUT_SEED = 9227
 EVALUATION_SPEEDS = (0.5, 1.0, 1.5, 2.0)
+CONDITIONING_LAYERS = ("unet.conv_in.", "add_embedding.")  # the layers that read the first frame and the speed
+SVD_LOG_SIGMA = (0.7, 1.6)  # SVD's training noise, log sigma ~ N(0.7, 1.6^2): shifted to more noise than images'
 I2V_TRAIN = TrainConfig(steps=4000, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995, seed=0,
                         checkpoint_every=100, log_every=50)
 WEIGHTS_FILE = "image_to_video.safetensors"
@@ -171,13 +173,37 @@ def augment_first_frame(first_frame: torch.Tensor, noise_aug: torch.Tensor, nois
     return first_frame + noise_aug.reshape(-1, 1, 1, 1) * noise
 
 
+def times_from_log_normal_sigma(u: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Training times t whose noise follows EDM's log-normal: log sigma ~ N(mean, std^2), with sigma the EDM noise
+    level sigma_t / alpha_t of the toy's cosine schedule (data in [-1, 1], as EDM's sigma_data = 0.5 assumes).
+    ``u`` (B,) standard normal draws. The cosine schedule is phi_t = a t + b with tan(phi_t) = sigma_t / alpha_t,
+    so t = (arctan(sigma) - b) / a, clipped to the schedule's [0, 1]."""
+    from minivdm.diffusion.schedules import CosineSchedule
+
+    if not isinstance(TEXT_TO_IMAGE_SCHEDULE, CosineSchedule):
+        raise TypeError(f"times_from_log_normal_sigma inverts a cosine schedule, got {TEXT_TO_IMAGE_SCHEDULE!r}")
+    sigma = torch.exp(mean + std * u)
+    phi_0, phi_1 = TEXT_TO_IMAGE_SCHEDULE.phi(0.0), TEXT_TO_IMAGE_SCHEDULE.phi(1.0)
+    return ((torch.atan(sigma) - phi_0) / (phi_1 - phi_0)).clamp(0.0, 1.0)
+
+
+def with_conditioning_lr_factor(config: TrainConfig, factor: float) -> TrainConfig:
+    """``config`` with the layers that read the first frame and the speed (``CONDITIONING_LAYERS``) learning
+    ``factor`` times faster than the temporal layers."""
+    from dataclasses import replace
+
+    return replace(config, lr_multipliers=tuple((part, factor) for part in CONDITIONING_LAYERS))
+
+
 def train_toy_image_to_video(out: str | Path, *, temporal_layers: str | Path | None = BASE_DIR,
                              config: TrainConfig = I2V_TRAIN, dataset_size: int = I2V_DATASET_SIZE,
-                             batch_size: int = I2V_BATCH_SIZE, checkpoint_dir: str | Path | None = None,
-                             max_minutes: float | None = None, command: str = "", device: str = "cpu",
-                             progress: bool = True) -> Path:
+                             batch_size: int = I2V_BATCH_SIZE, log_sigma: tuple[float, float] | None = None,
+                             checkpoint_dir: str | Path | None = None, max_minutes: float | None = None,
+                             command: str = "", device: str = "cpu", progress: bool = True) -> Path:
     """Train the toy image-to-video model and write ``out/image_to_video.safetensors`` (the trained layers:
-    temporal layers, conv_in, the added-time-id MLP) with the command and training figures in its metadata."""
+    temporal layers, conv_in, the added-time-id MLP) with the command and training figures in its metadata.
+    ``log_sigma`` = (mean, std): draw the training noise as SVD does (``SVD_LOG_SIGMA``), log sigma ~ N(mean,
+    std^2); None: t uniform in [0, 1], as the toy models before it."""
     from minivdm.diffusion.forward_process import add_noise, alpha_sigma_for
     from minivdm.diffusion.parameterization import training_target
 
@@ -196,7 +222,10 @@ def train_toy_image_to_video(out: str | Path, *, temporal_layers: str | Path | N
         noise_aug = torch.where(augmented, MAX_NOISE_AUG * torch.rand(batch_size, generator=generator), 0.0)
         first = augment_first_frame(x[:, :, 0], noise_aug, torch.randn(x[:, :, 0].shape, generator=generator))
         first = torch.where(dropped[:, None, None, None], 0.0, first)
-        t = torch.rand(batch_size, generator=generator)
+        if log_sigma is None:
+            t = torch.rand(batch_size, generator=generator)
+        else:
+            t = times_from_log_normal_sigma(torch.randn(batch_size, generator=generator), *log_sigma)
         return x, first, speeds[pick], noise_aug, t, torch.randn(x.shape, generator=generator)
 
     def loss_fn(model, batch, generator: torch.Generator) -> torch.Tensor:
@@ -208,7 +237,7 @@ def train_toy_image_to_video(out: str | Path, *, temporal_layers: str | Path | N
 
     described = {"recipe": "toy-image-to-video", "dataset_size": dataset_size, "batch_size": batch_size,
                  "temporal_layers": None if temporal_layers is None else str(Path(temporal_layers).resolve()),
-                 "speed_levels": list(SPEED_LEVELS)}
+                 "speed_levels": list(SPEED_LEVELS), "log_sigma": log_sigma}
     result = train(model, next_batch, loss_fn, config, checkpoint_dir, run_description=described, device=device,
                    progress=progress, max_seconds=None if max_minutes is None else 60.0 * max_minutes)
     ema = result.ema_model
@@ -217,6 +246,7 @@ def train_toy_image_to_video(out: str | Path, *, temporal_layers: str | Path | N
                 "train_seconds": f"{result.seconds:.0f}", "dataset_size": str(dataset_size),
                 "batch_size": str(batch_size), "speed_levels": json.dumps(SPEED_LEVELS),
                 "temporal_layers": "" if temporal_layers is None else str(temporal_layers),
+                "log_sigma": json.dumps(log_sigma),
                 "losses": json.dumps([round(loss, 5) for loss in result.losses]), "log_every": str(config.log_every)}
     return write_safetensors(Path(out) / WEIGHTS_FILE, state, metadata)
 
