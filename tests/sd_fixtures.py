@@ -104,10 +104,11 @@ def perturb_parameters(module: torch.nn.Module, seed: int, std: float = 0.1) -> 
     return module.eval()
 
 
-def assert_same_keys_and_shapes(ours: torch.nn.Module, theirs: torch.nn.Module) -> int:
+def assert_same_keys_and_shapes(ours: torch.nn.Module, theirs: torch.nn.Module, their_key=lambda key: key) -> int:
     """Every state-dict key and shape of the reference is ours and nothing else is (meta-device models are fine);
-    returns our parameter count, checked equal to the reference's."""
-    their_shapes = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
+    returns our parameter count, checked equal to the reference's. ``their_key`` maps a reference key to ours
+    where the names differ."""
+    their_shapes = {their_key(key): tuple(value.shape) for key, value in theirs.state_dict().items()}
     our_shapes = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
     assert sorted(set(their_shapes) - set(our_shapes)) == []  # missing from ours
     assert sorted(set(our_shapes) - set(their_shapes)) == []  # unexpected in ours

@@ -11,6 +11,7 @@ import torch
 from diffusers import CogVideoXTransformer3DModel, LatteTransformer3DModel
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline
 from safetensors.torch import load_file, save_file
+from sd_fixtures import assert_same_keys_and_shapes
 
 from minivdm.configs.dit import DIT_CONFIGS, HF_IDS, full_scale_dit_config
 from minivdm.io.checkpoints import CheckpointMismatchError
@@ -132,14 +133,7 @@ def test_full_scale_architecture_matches_diffusers_key_for_key(name):
     with torch.device("meta"):
         theirs = _class(config).from_config(config)
         ours = VideoDiT(full_scale_dit_config(name))
-    their_shapes = {diffusers_key(key, config["_class_name"]): tuple(value.shape)
-                    for key, value in theirs.state_dict().items()}
-    our_shapes = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
-    assert sorted(set(their_shapes) - set(our_shapes)) == []  # missing from ours
-    assert sorted(set(our_shapes) - set(their_shapes)) == []  # unexpected in ours
-    assert our_shapes == their_shapes
-    our_count = sum(parameter.numel() for parameter in ours.parameters())
-    assert our_count == sum(parameter.numel() for parameter in theirs.parameters())
+    our_count = assert_same_keys_and_shapes(ours, theirs, lambda key: diffusers_key(key, config["_class_name"]))
     if name == "cogvideox-2b":
         assert round(our_count / 1e6, 2) == 1693.78
 

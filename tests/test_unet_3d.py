@@ -10,6 +10,7 @@ from einops import rearrange
 from diffusers.models.resnet import TemporalConvLayer as DiffusersTemporalConvLayer
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel as DiffusersTransformerTemporal
 from safetensors.torch import load_file
+from sd_fixtures import assert_same_keys_and_shapes
 
 from minivdm.configs.modelscope import CONFIGS, HF_IDS, MODELSCOPE_T2V, TINY_3D
 from minivdm.io.checkpoints import load_into
@@ -59,13 +60,7 @@ def test_architecture_matches_diffusers_key_for_key(config):
     with torch.device("meta"):
         ours = UNet3DConditionModel(config)
         theirs = DiffusersUNet3D(**_diffusers_kwargs(config))
-    our_shapes = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
-    their_shapes = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
-    assert sorted(set(their_shapes) - set(our_shapes)) == []  # missing from ours
-    assert sorted(set(our_shapes) - set(their_shapes)) == []  # unexpected in ours
-    assert our_shapes == their_shapes
-    our_count = sum(parameter.numel() for parameter in ours.parameters())
-    assert our_count == sum(parameter.numel() for parameter in theirs.parameters())
+    our_count = assert_same_keys_and_shapes(ours, theirs)
     if config is MODELSCOPE_T2V:
         assert round(our_count / 1e6, 2) == 1411.23
 

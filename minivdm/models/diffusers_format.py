@@ -80,6 +80,15 @@ def config_from_diffusers(cls: type[Config], config: dict, *, name: str, class_n
     return cls(**{**values, "name": name})
 
 
+def pop_sample_size(config: dict, class_name: str) -> int | None:
+    """Take ``sample_size`` out of a diffusers config dict (it changes nothing a video U-Net computes, only the
+    default resolution): an int or None, anything else refused by name."""
+    sample_size = config.pop("sample_size", None)
+    if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int)):
+        raise ValueError(f"config has sample_size={sample_size!r}; minivdm's {class_name} expects an int or None")
+    return sample_size
+
+
 def config_to_diffusers(config, class_name: str) -> dict:
     """The config.json dict diffusers' ``class_name`` reads (lists for tuples, no minivdm-only ``name``)."""
     values = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}

@@ -34,11 +34,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from minivdm.models.diffusers_format import config_from_diffusers, config_to_diffusers, from_pretrained
+from minivdm.models.diffusers_format import (config_from_diffusers, config_to_diffusers, from_pretrained,
+                                             pop_sample_size)
 from minivdm.models.unet_3d_condition import (
     ATTENTION_DOWN_3D,
     ATTENTION_UP_3D,
@@ -49,6 +49,7 @@ from minivdm.models.unet_3d_condition import (
     UNetDownBlock3D,
     UNetMidBlock3D,
     UNetUpBlock3D,
+    frames_down_mid_up,
 )
 from minivdm.nn.attention import Attention, FeedForward
 from minivdm.nn.embeddings import TimestepEmbedding, timestep_embedding
@@ -137,9 +138,7 @@ class I2VGenXLUNetConfig:
         if "norm_num_groups" in config and config["norm_num_groups"] is None:
             raise ValueError(f"config has norm_num_groups=None; minivdm's {CLASS_NAME} needs GroupNorm groups")
         # two keys whose default is None, read here (our field-type check compares with the default's type)
-        sample_size = config.pop("sample_size", None)
-        if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int)):
-            raise ValueError(f"config has sample_size={sample_size!r}; minivdm's {CLASS_NAME} expects an int or None")
+        sample_size = pop_sample_size(config, CLASS_NAME)
         heads = config.pop("num_attention_heads", None)
         if isinstance(heads, (list, tuple)) and len(set(heads)) == 1:
             heads = heads[0]
@@ -249,15 +248,7 @@ class I2VGenXLUNet(nn.Module):
         h = torch.cat([sample, self.encode_image_latents(image_latents)], dim=1)
         h = self.conv_in(rearrange(h, "b c t h w -> (b t) c h w"))
         h = self.transformer_in(h, num_frames)
-        skips = [h]
-        for block in self.down_blocks:
-            h, block_skips = block(h, temb, context, num_frames)
-            skips.extend(block_skips)
-        h = self.mid_block(h, temb, context, num_frames)
-        for block in self.up_blocks:
-            h = block(h, skips, temb, context, num_frames)
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
-        return rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
+        return frames_down_mid_up(self, h, temb, context, num_frames)
 
     def _check_inputs(self, sample, image_latents, image_embeddings, encoder_hidden_states) -> torch.Tensor:
         config = self.config

@@ -38,11 +38,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from minivdm.models.diffusers_format import config_from_diffusers, config_to_diffusers, from_pretrained
+from minivdm.models.diffusers_format import (config_from_diffusers, config_to_diffusers, from_pretrained,
+                                             pop_sample_size)
+from minivdm.models.unet_3d_condition import frames_down_mid_up
 from minivdm.nn.embeddings import TimestepEmbedding, timestep_embedding
 from minivdm.nn.resnet import Downsample2D, Upsample2D
 from minivdm.nn.temporal_merge import SpatioTemporalResBlock, SpatioTemporalTransformer
@@ -114,9 +115,7 @@ class SVDUNetConfig:
         if not isinstance(config, dict):
             raise TypeError(f"a {CLASS_NAME} config must be a dict (config.json), got {type(config).__name__}")
         config = dict(config)
-        sample_size = config.pop("sample_size", None)
-        if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int)):
-            raise ValueError(f"config has sample_size={sample_size!r}; minivdm's {CLASS_NAME} expects an int or None")
+        sample_size = pop_sample_size(config, CLASS_NAME)
         if isinstance(config.get("num_attention_heads"), int):  # diffusers accepts one count for every block
             config["num_attention_heads"] = [config["num_attention_heads"]] * len(config.get("block_out_channels",
                                                                                                cls.block_out_channels))
@@ -267,15 +266,7 @@ class SVDUNet(nn.Module):
         context = repeat(encoder_hidden_states, "b l d -> (b t) l d", t=num_frames)  # every frame sees the image
 
         h = self.conv_in(rearrange(sample, "b c t h w -> (b t) c h w"))
-        skips = [h]
-        for block in self.down_blocks:
-            h, block_skips = block(h, temb, context, num_frames)
-            skips.extend(block_skips)
-        h = self.mid_block(h, temb, context, num_frames)
-        for block in self.up_blocks:
-            h = block(h, skips, temb, context, num_frames)
-        out = self.conv_out(F.silu(self.conv_norm_out(h)))
-        return rearrange(out, "(b t) c h w -> b c t h w", t=num_frames)
+        return frames_down_mid_up(self, h, temb, context, num_frames)
 
     def _check_inputs(self, sample, encoder_hidden_states, added_time_ids) -> tuple[int, int]:
         config = self.config

@@ -243,12 +243,20 @@ class UNet3DConditionModel(nn.Module):
 
         h = self.conv_in(rearrange(sample, "b c t h w -> (b t) c h w"))
         h = self.transformer_in(h, num_frames)
-        skips = [h]
-        for block in self.down_blocks:
-            h, block_skips = block(h, temb, context, num_frames)
-            skips.extend(block_skips)
-        h = self.mid_block(h, temb, context, num_frames)
-        for block in self.up_blocks:
-            h = block(h, skips, temb, context, num_frames)
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
-        return rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
+        return frames_down_mid_up(self, h, temb, context, num_frames)
+
+
+def frames_down_mid_up(unet: nn.Module, h: torch.Tensor, temb: torch.Tensor, context: torch.Tensor,
+                       num_frames: int) -> torch.Tensor:
+    """The pass every video U-Net here shares after its input layers: down blocks (keeping each skip), middle
+    block, up blocks (taking the skips back, last first), GroupNorm-SiLU-conv_out; h ((B T), C, H, W) ->
+    (B, C, T, H, W). ModelScope's, SVD's and I2VGen-XL's U-Nets differ before it (inputs, embeddings), not in it."""
+    skips = [h]
+    for block in unet.down_blocks:
+        h, block_skips = block(h, temb, context, num_frames)
+        skips.extend(block_skips)
+    h = unet.mid_block(h, temb, context, num_frames)
+    for block in unet.up_blocks:
+        h = block(h, skips, temb, context, num_frames)
+    h = unet.conv_out(F.silu(unet.conv_norm_out(h)))
+    return rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
