@@ -212,6 +212,7 @@ def test_the_shipped_image_to_video_model_started_from_the_shipped_video_ldm_lay
     model, metadata = load_toy_image_to_video()
     assert metadata["command"].startswith("python -m minivdm train-toy-image-to-video")
     assert metadata["temporal_layers"].rstrip("/") == "data/toy_video_ldm"
+    assert json.loads(metadata["log_sigma"]) == [0.7, 1.6], "trained on SVD's noise levels, as its card says"
     assert model.unet.conv_in.weight.shape[1] == 6  # [z_t ; x^0]
     assert model.unet.conv_in.weight[:, 3:].abs().sum() > 0 and model.add_embedding.linear_2.weight.abs().sum() > 0
     start, _, _ = load_toy_temporal_layers(model_dir("video-ldm"))
